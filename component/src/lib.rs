@@ -1,0 +1,53 @@
+//! A WebAssembly component that creates HeyGen Video Agent runs on Runflow's model API and
+//! reads them back, over WASI HTTP.
+//!
+//! The contract is `wit/heygen-video-agent.wit`. This file is only the glue between the
+//! generated bindings and the plain Rust modules, which hold all the logic and are tested
+//! natively with `cargo test -p component`:
+//!
+//! - [`config`] reads the settings from the environment;
+//! - [`request`] validates the caller's input and builds the exact JSON Runflow receives;
+//! - [`response`] reads runs and error answers, liberally;
+//! - [`client`] sends requests through an [`io::Io`] with the retry and idempotency rules;
+//! - [`io`] is the one place that touches WASI HTTP (through waki), clocks and randomness.
+
+pub mod client;
+pub mod config;
+pub mod io;
+pub mod request;
+pub mod response;
+
+/// Code generated from `wit/` by wit-bindgen.
+#[allow(missing_docs)]
+pub mod bindings {
+    wit_bindgen::generate!({
+        path: "../wit",
+        world: "video-agent",
+    });
+}
+
+pub use bindings::exports::runflow::heygen_video_agent::runs as wit;
+
+use wit::{Run, RunError, RunOptions, VideoRequest};
+
+/// The component's implementation of the `runs` interface.
+struct Component;
+
+impl wit::Guest for Component {
+    fn create_run(request: VideoRequest, options: RunOptions) -> Result<Run, RunError> {
+        let settings = config::Settings::from_env()?;
+        client::create_run(
+            &mut io::WasiIo::new(&settings),
+            &settings,
+            &request,
+            &options,
+        )
+    }
+
+    fn poll_run(run_id: String) -> Result<Run, RunError> {
+        let settings = config::Settings::from_env()?;
+        client::poll_run(&mut io::WasiIo::new(&settings), &settings, &run_id)
+    }
+}
+
+bindings::export!(Component with_types_in bindings);

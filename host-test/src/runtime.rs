@@ -1,0 +1,495 @@
+//! Loading the component once and calling it many times, each call in a fresh, limited Store.
+//!
+//! The host, not the component, decides what a call may do:
+//!
+//! - **reach**: only the origin (scheme, host and port) of the configured base URL; any
+//!   other outgoing request is denied and logged with the host it tried;
+//! - **time**: a wall-clock limit on the whole call, network waits included, plus
+//!   first-byte and between-bytes timeouts on every outgoing request;
+//! - **CPU**: epoch interruption traps a guest that computes for too long;
+//! - **memory**: a cap on the guest's linear memory.
+//!
+//! A call that breaks a limit, or whose guest traps, fails alone: its Store is dropped and
+//! the [`Runtime`] goes on serving other calls.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::bail;
+use wasmtime::component::{Component, Linker, ResourceTable};
+use wasmtime::error::Context as _;
+use wasmtime::{Config, Engine, Store, StoreLimits, StoreLimitsBuilder, UpdateDeadline};
+use wasmtime_wasi::{WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
+use wasmtime_wasi_http::{
+    Error as HttpError, RequestOptions, WasiBody, WasiHttpCtx, WasiHttpCtxView, WasiHttpHooks,
+    WasiHttpView,
+};
+
+/// Types and glue generated from `wit/` for the host side.
+pub mod bindings {
+    wasmtime::component::bindgen!({
+        world: "video-agent",
+        path: "../wit",
+        imports: { default: async },
+        exports: { default: async },
+    });
+}
+
+pub use bindings::exports::runflow::heygen_video_agent::runs::{
+    ApiError, Failure, FieldProblem, Orientation, Output, Run, RunError, RunOptions, Status,
+    TransportError, UnknownOutcome, VideoRequest,
+};
+
+/// The component built from this checkout, embedded in the host.
+pub const COMPONENT_WASM: &[u8] = include_bytes!(env!("HEYGEN_COMPONENT_WASM"));
+
+/// Where the build left the component file (for tools that read it).
+pub const COMPONENT_PATH: &str = env!("HEYGEN_COMPONENT_WASM");
+
+/// How often the engine's epoch advances; the CPU limit is counted in these ticks.
+const EPOCH_TICK: Duration = Duration::from_millis(10);
+
+/// What each call may use, and where it may go.
+#[derive(Clone)]
+pub struct RuntimeConfig {
+    /// The Runflow API key, handed to the component in `RUNFLOW_API_KEY`.
+    pub api_key: String,
+    /// The Runflow base URL, handed to the component in `RUNFLOW_BASE_URL`. Its origin is
+    /// the only one the component may reach.
+    pub base_url: String,
+    /// Further environment variables for the component (the retry settings, for example).
+    pub env: Vec<(String, String)>,
+    /// The most one call may take from instantiation to result, network waits included.
+    pub call_timeout: Duration,
+    /// The most CPU time the guest may spend computing in one call.
+    pub cpu_limit: Duration,
+    /// The largest linear memory the guest may grow to, in bytes.
+    pub memory_limit: usize,
+    /// How long an outgoing request may wait for the first byte of its answer.
+    pub first_byte_timeout: Duration,
+    /// How long an answer may pause between two bytes.
+    pub between_bytes_timeout: Duration,
+}
+
+impl RuntimeConfig {
+    /// Limits that suit interactive and automated use alike.
+    pub fn new(api_key: impl Into<String>, base_url: impl Into<String>) -> Self {
+        Self {
+            api_key: api_key.into(),
+            base_url: base_url.into(),
+            env: Vec::new(),
+            call_timeout: Duration::from_secs(300),
+            cpu_limit: Duration::from_secs(2),
+            memory_limit: 64 * 1024 * 1024,
+            first_byte_timeout: Duration::from_secs(30),
+            between_bytes_timeout: Duration::from_secs(30),
+        }
+    }
+}
+
+// The key must never reach a log, so Debug leaves it out.
+impl std::fmt::Debug for RuntimeConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RuntimeConfig")
+            .field("api_key", &"<hidden>")
+            .field("base_url", &self.base_url)
+            .field("call_timeout", &self.call_timeout)
+            .field("cpu_limit", &self.cpu_limit)
+            .field("memory_limit", &self.memory_limit)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Why a call produced no answer from the component.
+#[derive(Debug)]
+pub enum CallError {
+    /// The component answered with one of its error cases.
+    Run(RunError),
+    /// The call ran past the wall-clock limit and was abandoned.
+    TimedOut(Duration),
+    /// The guest trapped, ran out of memory or CPU, or could not be instantiated.
+    Trapped(String),
+}
+
+impl CallError {
+    /// The name scripts see as `error.kind`: the WIT case name, or `host-timeout` /
+    /// `host-trap` for failures of the call itself.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            CallError::Run(e) => crate::json::error_kind(e),
+            CallError::TimedOut(_) => "host-timeout",
+            CallError::Trapped(_) => "host-trap",
+        }
+    }
+}
+
+impl std::fmt::Display for CallError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            CallError::Run(e) => f.write_str(&crate::json::error_message(e)),
+            CallError::TimedOut(limit) => write!(
+                f,
+                "the call did not finish within {limit:?} and was stopped: check that the \
+                 Runflow API is reachable, or raise the call timeout"
+            ),
+            CallError::Trapped(why) => write!(f, "the component failed: {why}"),
+        }
+    }
+}
+
+impl std::error::Error for CallError {}
+
+/// A loaded component, ready to be called from many tasks at once.
+pub struct Runtime {
+    engine: Engine,
+    pre: bindings::VideoAgentPre<HostState>,
+    config: RuntimeConfig,
+    origin: Arc<Origin>,
+    ticker_stop: Arc<AtomicBool>,
+}
+
+impl Drop for Runtime {
+    fn drop(&mut self) {
+        self.ticker_stop.store(true, Ordering::Relaxed);
+    }
+}
+
+impl Runtime {
+    /// Loads the component embedded in this host.
+    pub fn embedded(config: RuntimeConfig) -> anyhow::Result<Self> {
+        Self::from_bytes(COMPONENT_WASM, config)
+    }
+
+    /// Loads a component from a `.wasm` file.
+    pub fn from_file(
+        path: impl AsRef<std::path::Path>,
+        config: RuntimeConfig,
+    ) -> anyhow::Result<Self> {
+        let path = path.as_ref();
+        let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+        Self::from_bytes(&bytes, config)
+    }
+
+    /// Compiles and links a component given as bytes.
+    pub fn from_bytes(wasm: &[u8], config: RuntimeConfig) -> anyhow::Result<Self> {
+        let origin = Arc::new(Origin::parse(&config.base_url)?);
+
+        let mut engine_config = Config::new();
+        engine_config.epoch_interruption(true);
+        let engine = Engine::new(&engine_config).context("configuring the engine")?;
+
+        let component = Component::new(&engine, wasm).context("compiling the component")?;
+        let mut linker = Linker::new(&engine);
+        wasmtime_wasi::p2::add_to_linker_async(&mut linker).context("linking WASI")?;
+        wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker)
+            .context("linking WASI HTTP")?;
+        // Pre-link the component once, so each call only instantiates.
+        let pre = bindings::VideoAgentPre::new(
+            linker
+                .instantiate_pre(&component)
+                .context("the component needs imports this host does not provide")?,
+        )?;
+
+        let ticker_stop = Arc::new(AtomicBool::new(false));
+        spawn_epoch_ticker(engine.weak(), ticker_stop.clone());
+
+        Ok(Self {
+            engine,
+            pre,
+            config,
+            origin,
+            ticker_stop,
+        })
+    }
+
+    /// The settings this runtime was made with.
+    pub fn config(&self) -> &RuntimeConfig {
+        &self.config
+    }
+
+    /// Calls `create-run` in a fresh instance.
+    pub async fn create_run(
+        &self,
+        request: &VideoRequest,
+        options: &RunOptions,
+    ) -> Result<Run, CallError> {
+        self.call(Call::Create(request, options)).await
+    }
+
+    /// Calls `poll-run` in a fresh instance.
+    pub async fn poll_run(&self, run_id: &str) -> Result<Run, CallError> {
+        self.call(Call::Poll(run_id)).await
+    }
+
+    async fn call(&self, call: Call<'_>) -> Result<Run, CallError> {
+        let limit = self.config.call_timeout;
+        let work = async {
+            let mut store = self.new_store();
+            let guest = self
+                .pre
+                .instantiate_async(&mut store)
+                .await
+                .map_err(|e| CallError::Trapped(format!("instantiating: {e:#}")))?;
+            let runs = guest.runflow_heygen_video_agent_runs();
+            let result = match call {
+                Call::Create(request, options) => {
+                    runs.call_create_run(&mut store, request, options).await
+                }
+                Call::Poll(run_id) => runs.call_poll_run(&mut store, run_id).await,
+            };
+            // The Store, and with it every resource of this call, is dropped here.
+            match result {
+                Ok(Ok(run)) => Ok(run),
+                Ok(Err(error)) => Err(CallError::Run(error)),
+                Err(trap) => Err(CallError::Trapped(describe_trap(&trap, &store))),
+            }
+        };
+        match tokio::time::timeout(limit, work).await {
+            Ok(result) => result,
+            Err(_) => Err(CallError::TimedOut(limit)),
+        }
+    }
+
+    fn new_store(&self) -> Store<HostState> {
+        let mut wasi = WasiCtxBuilder::new();
+        wasi.env("RUNFLOW_API_KEY", &self.config.api_key)
+            .env("RUNFLOW_BASE_URL", &self.config.base_url);
+        for (name, value) in &self.config.env {
+            wasi.env(name, value);
+        }
+        // No preopened directories, no sockets, no inherited stdio: the component needs none.
+        wasi.allow_ip_name_lookup(false);
+        wasi.allow_tcp(false);
+        wasi.allow_udp(false);
+
+        let state = HostState {
+            wasi: wasi.build(),
+            http: WasiHttpCtx::new(),
+            table: ResourceTable::new(),
+            hooks: OriginGuard {
+                origin: self.origin.clone(),
+                first_byte_timeout: self.config.first_byte_timeout,
+                between_bytes_timeout: self.config.between_bytes_timeout,
+            },
+            limits: StoreLimitsBuilder::new()
+                .memory_size(self.config.memory_limit)
+                .instances(4)
+                .tables(20)
+                .memories(4)
+                .trap_on_grow_failure(true)
+                .build(),
+            cpu_ticks_left: ticks(self.config.cpu_limit),
+            out_of_cpu: false,
+        };
+        let mut store = Store::new(&self.engine, state);
+        store.limiter(|state| &mut state.limits);
+
+        // Each tick that finds the guest running wasm costs one tick of its CPU allowance;
+        // ticks spent waiting in the host (on the network) never reach this callback.
+        store.set_epoch_deadline(1);
+        store.epoch_deadline_callback(|mut store| {
+            let state = store.data_mut();
+            if state.cpu_ticks_left == 0 {
+                state.out_of_cpu = true;
+                return Ok(UpdateDeadline::Interrupt);
+            }
+            state.cpu_ticks_left -= 1;
+            Ok(UpdateDeadline::Yield(1))
+        });
+        store
+    }
+}
+
+fn ticks(limit: Duration) -> u64 {
+    (limit.as_millis() / EPOCH_TICK.as_millis()).max(1) as u64
+}
+
+fn describe_trap(trap: &wasmtime::Error, store: &Store<HostState>) -> String {
+    if store.data().out_of_cpu {
+        return "it computed for longer than its CPU limit".into();
+    }
+    let text = format!("{trap:#}");
+    if text.contains("memory") && text.contains("grow") || text.contains("resource limit") {
+        return format!("it needed more memory than its limit ({text})");
+    }
+    text
+}
+
+/// Advances the engine's epoch every [`EPOCH_TICK`] until the runtime is dropped.
+fn spawn_epoch_ticker(engine: wasmtime::EngineWeak, stop: Arc<AtomicBool>) {
+    std::thread::Builder::new()
+        .name("wasm-epoch".into())
+        .spawn(move || {
+            while !stop.load(Ordering::Relaxed) {
+                std::thread::sleep(EPOCH_TICK);
+                match engine.upgrade() {
+                    Some(engine) => engine.increment_epoch(),
+                    None => break,
+                }
+            }
+        })
+        .expect("spawning the epoch thread");
+}
+
+/// One exported function and its arguments.
+enum Call<'a> {
+    Create(&'a VideoRequest, &'a RunOptions),
+    Poll(&'a str),
+}
+
+/// Everything one call's Store holds.
+struct HostState {
+    wasi: WasiCtx,
+    http: WasiHttpCtx,
+    table: ResourceTable,
+    hooks: OriginGuard,
+    limits: StoreLimits,
+    cpu_ticks_left: u64,
+    out_of_cpu: bool,
+}
+
+impl WasiView for HostState {
+    fn ctx(&mut self) -> WasiCtxView<'_> {
+        WasiCtxView {
+            ctx: &mut self.wasi,
+            table: &mut self.table,
+        }
+    }
+}
+
+impl WasiHttpView for HostState {
+    fn http(&mut self) -> WasiHttpCtxView<'_> {
+        WasiHttpCtxView {
+            ctx: &mut self.http,
+            table: &mut self.table,
+            hooks: &mut self.hooks,
+        }
+    }
+}
+
+/// A scheme, host and port that outgoing requests must match exactly.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Origin {
+    scheme: String,
+    host: String,
+    port: u16,
+}
+
+impl Origin {
+    /// Reads the origin of an http(s) URL.
+    pub fn parse(url: &str) -> anyhow::Result<Self> {
+        let Ok(uri) = url.parse::<http::Uri>() else {
+            bail!("the base URL `{url}` is not a valid URL: write it as https://host[:port]");
+        };
+        let Some(scheme) = uri.scheme_str().map(str::to_ascii_lowercase) else {
+            bail!("the base URL `{url}` has no scheme: start it with https://");
+        };
+        if scheme != "http" && scheme != "https" {
+            bail!("the base URL `{url}` must use http or https");
+        }
+        let Some(host) = uri.host() else {
+            bail!("the base URL `{url}` has no host");
+        };
+        let port = uri
+            .port_u16()
+            .unwrap_or(if scheme == "https" { 443 } else { 80 });
+        Ok(Self {
+            host: host.to_ascii_lowercase(),
+            scheme,
+            port,
+        })
+    }
+
+    fn allows(&self, uri: &http::Uri) -> bool {
+        let scheme = uri.scheme_str().unwrap_or("https").to_ascii_lowercase();
+        let default_port = if scheme == "https" { 443 } else { 80 };
+        scheme == self.scheme
+            && uri.host().map(str::to_ascii_lowercase).as_deref() == Some(self.host.as_str())
+            && uri.port_u16().unwrap_or(default_port) == self.port
+    }
+}
+
+impl std::fmt::Display for Origin {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}://{}:{}", self.scheme, self.host, self.port)
+    }
+}
+
+/// The outgoing-HTTP policy of one call: the allow-list and the read timeouts.
+struct OriginGuard {
+    origin: Arc<Origin>,
+    first_byte_timeout: Duration,
+    between_bytes_timeout: Duration,
+}
+
+type SendFuture = Box<
+    dyn std::future::Future<
+            Output = Result<
+                (
+                    http::Response<WasiBody>,
+                    Box<dyn std::future::Future<Output = Result<(), HttpError>> + Send>,
+                ),
+                HttpError,
+            >,
+        > + Send,
+>;
+
+impl WasiHttpHooks for OriginGuard {
+    fn send_request(
+        &mut self,
+        request: http::Request<WasiBody>,
+        options: Option<RequestOptions>,
+        fut: Box<dyn std::future::Future<Output = Result<(), HttpError>> + Send>,
+    ) -> SendFuture {
+        if !self.origin.allows(request.uri()) {
+            tracing::warn!(
+                host = request.uri().host().unwrap_or("<none>"),
+                allowed = %self.origin,
+                "denied an outgoing request from the component to a host it may not reach"
+            );
+            return Box::new(async { Err(HttpError::HttpRequestDenied) });
+        }
+
+        // The guest may shorten these, never lengthen them past the host's limits.
+        let mut options = options.unwrap_or_default();
+        options.first_byte_timeout =
+            Some(shorter(options.first_byte_timeout, self.first_byte_timeout));
+        options.between_bytes_timeout = Some(shorter(
+            options.between_bytes_timeout,
+            self.between_bytes_timeout,
+        ));
+
+        let _ = fut;
+        Box::new(async move {
+            use http_body_util::BodyExt;
+
+            let (response, io) =
+                wasmtime_wasi_http::default_send_request(request, Some(options)).await?;
+            Ok((
+                response.map(BodyExt::boxed_unsync),
+                Box::new(io) as Box<dyn std::future::Future<Output = _> + Send>,
+            ))
+        })
+    }
+}
+
+fn shorter(guest: Option<Duration>, host: Duration) -> Duration {
+    guest.map_or(host, |g| g.min(host))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn origins_match_on_scheme_host_and_port() {
+        let origin = Origin::parse("http://127.0.0.1:8080/base").unwrap();
+
+        assert!(origin.allows(&"http://127.0.0.1:8080/v1/runs/x".parse().unwrap()));
+        assert!(!origin.allows(&"http://127.0.0.1:8081/v1/runs/x".parse().unwrap()));
+        assert!(!origin.allows(&"https://127.0.0.1:8080/".parse().unwrap()));
+        assert!(!origin.allows(&"http://169.254.169.254/latest".parse().unwrap()));
+        assert_eq!(Origin::parse("https://api.runflow.io").unwrap().port, 443);
+    }
+}
