@@ -366,55 +366,9 @@ impl<'a> Backoff<'a> {
 
 #[cfg(test)]
 mod tests {
-    use std::collections::VecDeque;
-
     use super::*;
+    use crate::testing::FakeIo;
     use crate::wit::{Status, VideoRequest};
-
-    /// Answers requests from a script and records what was sent and how long it slept.
-    struct FakeIo {
-        script: VecDeque<Result<HttpResponse, SendError>>,
-        sent: Vec<HttpRequest>,
-        slept: Vec<Duration>,
-        clock: Duration,
-    }
-
-    impl FakeIo {
-        fn new(script: Vec<Result<HttpResponse, SendError>>) -> Self {
-            Self {
-                script: script.into(),
-                sent: Vec::new(),
-                slept: Vec::new(),
-                clock: Duration::ZERO,
-            }
-        }
-
-        fn methods(&self) -> Vec<Method> {
-            self.sent.iter().map(|r| r.method).collect()
-        }
-    }
-
-    impl Io for FakeIo {
-        fn send(&mut self, request: &HttpRequest) -> Result<HttpResponse, SendError> {
-            self.sent.push(request.clone());
-            self.script
-                .pop_front()
-                .expect("the component sent more requests than the test scripted")
-        }
-
-        fn sleep(&mut self, duration: Duration) {
-            self.slept.push(duration);
-            self.clock += duration;
-        }
-
-        fn elapsed(&self) -> Duration {
-            self.clock
-        }
-
-        fn random(&mut self) -> u64 {
-            u64::MAX
-        }
-    }
 
     fn answer(status: u16, body: &str) -> Result<HttpResponse, SendError> {
         Ok(HttpResponse {

@@ -17,6 +17,11 @@ pub mod io;
 pub mod request;
 pub mod response;
 
+#[cfg(test)]
+mod properties;
+#[cfg(test)]
+mod testing;
+
 /// Code generated from `wit/` by wit-bindgen.
 #[allow(missing_docs)]
 pub mod bindings {

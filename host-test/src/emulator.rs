@@ -105,8 +105,8 @@ pub enum Fault {
     Status {
         /// The HTTP status.
         status: u16,
-        /// The body, sent as is.
-        body: String,
+        /// The body, sent byte for byte.
+        body: Vec<u8>,
         /// A `Retry-After` header value.
         retry_after: Option<String>,
     },
@@ -268,6 +268,11 @@ impl Emulator {
         });
     }
 
+    /// Forgets every scripted fault not yet used.
+    pub fn clear_faults(&self) {
+        self.shared.state().faults.clear();
+    }
+
     /// Scripts a fault for the next create request.
     pub fn script_create(&self, fault: Fault) {
         self.script("POST", CREATE_PATH, fault);
@@ -335,7 +340,7 @@ async fn handle(
             body,
             retry_after,
         }) => {
-            let mut response = text_response(status, "application/json", body.into_bytes());
+            let mut response = text_response(status, "application/json", body);
             if let Some(value) = retry_after {
                 if let Ok(value) = value.parse() {
                     response.headers_mut().insert("retry-after", value);

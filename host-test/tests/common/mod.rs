@@ -25,8 +25,14 @@ pub async fn setup() -> (Emulator, Runtime) {
 
 /// A runtime for `emulator` that sends `key`, with retries shortened for tests.
 pub fn runtime_for(emulator: &Emulator, key: &str) -> Runtime {
-    let mut config = RuntimeConfig::new(key, emulator.base_url());
+    runtime_with(emulator, |config| config.api_key = key.into())
+}
+
+/// A runtime for `emulator` with fast retries and whatever `adjust` changes.
+pub fn runtime_with(emulator: &Emulator, adjust: impl FnOnce(&mut RuntimeConfig)) -> Runtime {
+    let mut config = RuntimeConfig::new(emulator.api_key(), emulator.base_url());
     config.env = fast_retries();
+    adjust(&mut config);
     Runtime::embedded(config).expect("loading the component")
 }
 
