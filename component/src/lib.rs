@@ -9,8 +9,10 @@
 //! - [`request`] validates the caller's input and builds the exact JSON Runflow receives;
 //! - [`response`] reads runs and error answers, liberally;
 //! - [`client`] sends requests through an [`io::Io`] with the retry and idempotency rules;
-//! - [`io`] is the one place that touches WASI HTTP (through waki), clocks and randomness.
+//! - [`io`] is the one place that touches WASI HTTP (through waki), clocks and randomness;
+//! - [`callback`] checks callback signatures and reads callback bodies.
 
+pub mod callback;
 pub mod client;
 pub mod config;
 pub mod io;
@@ -28,9 +30,11 @@ pub mod bindings {
     wit_bindgen::generate!({
         path: "../wit",
         world: "video-agent",
+        additional_derives: [PartialEq],
     });
 }
 
+pub use bindings::exports::runflow::heygen_video_agent::callbacks;
 pub use bindings::exports::runflow::heygen_video_agent::runs as wit;
 
 use wit::{Run, RunError, RunOptions, VideoRequest};
@@ -52,6 +56,20 @@ impl wit::Guest for Component {
     fn poll_run(run_id: String) -> Result<Run, RunError> {
         let settings = config::Settings::from_env()?;
         client::poll_run(&mut io::WasiIo::new(&settings), &settings, &run_id)
+    }
+}
+
+impl bindings::exports::runflow::heygen_video_agent::callbacks::Guest for Component {
+    fn verify_signature(
+        body: Vec<u8>,
+        signature: String,
+        secrets: Vec<String>,
+    ) -> Result<u32, callbacks::CallbackError> {
+        callback::verify_signature(&body, &signature, &secrets)
+    }
+
+    fn parse_event(body: Vec<u8>) -> Result<callbacks::CallbackEvent, callbacks::CallbackError> {
+        callback::parse_event(&body)
     }
 }
 

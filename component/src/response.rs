@@ -126,7 +126,7 @@ pub fn is_terminal(status: &Status) -> bool {
 
 /// Collects the files of an `output` object: the documented `outputs` array, and the older
 /// `image_urls` and `video.url` shapes.
-fn outputs_of(output: &Value) -> Vec<Output> {
+pub(crate) fn outputs_of(output: &Value) -> Vec<Output> {
     let mut found = Vec::new();
     let Some(obj) = output.as_object() else {
         return found;
@@ -212,7 +212,7 @@ fn video_seconds(outputs: &[Output], breakdown: Option<&Value>) -> Option<f64> {
 }
 
 /// The first of `keys` that holds a string, number or boolean, as text.
-fn text(obj: &Map<String, Value>, keys: &[&str]) -> Option<String> {
+pub(crate) fn text(obj: &Map<String, Value>, keys: &[&str]) -> Option<String> {
     keys.iter().find_map(|key| match obj.get(*key)? {
         Value::String(s) => Some(s.clone()),
         Value::Number(n) => Some(n.to_string()),
@@ -230,7 +230,7 @@ fn decimal(value: &Value) -> Option<f64> {
     (n.is_finite() && n >= 0.0).then_some(n)
 }
 
-fn whole_number(value: &Value) -> Option<u64> {
+pub(crate) fn whole_number(value: &Value) -> Option<u64> {
     match value {
         Value::Number(n) => n.as_u64().or_else(|| {
             let f = n.as_f64()?;

@@ -45,6 +45,12 @@ pub struct EmulatorConfig {
     pub api_key: String,
     /// How long each of `queued`, `dispatching` and `running` lasts.
     pub step: Duration,
+    /// The secret callbacks are signed with (`Runflow-Signature`); unsigned when `None`.
+    pub callback_secret: Option<String>,
+    /// The wait before the second callback attempt; the third waits twice as long.
+    pub callback_backoff: Duration,
+    /// How long one callback attempt may take before it counts as failed.
+    pub callback_timeout: Duration,
 }
 
 impl Default for EmulatorConfig {
@@ -52,8 +58,25 @@ impl Default for EmulatorConfig {
         Self {
             api_key: DEFAULT_KEY.into(),
             step: Duration::from_millis(700),
+            callback_secret: None,
+            callback_backoff: Duration::from_secs(1),
+            callback_timeout: Duration::from_secs(5),
         }
     }
+}
+
+/// The number of attempts Runflow makes to deliver a callback.
+pub const CALLBACK_ATTEMPTS: u32 = 3;
+
+/// One attempt to deliver a callback.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Delivery {
+    /// The run the callback was about.
+    pub run_id: String,
+    /// 1 for the first attempt.
+    pub attempt: u32,
+    /// The receiver's HTTP status, or why no answer came.
+    pub outcome: Result<u16, String>,
 }
 
 /// A request as the emulator received it.
@@ -151,6 +174,10 @@ struct State {
     runs: BTreeMap<String, StoredRun>,
     requests: Vec<RecordedRequest>,
     faults: VecDeque<ScriptedFault>,
+    deliveries: Vec<Delivery>,
+    deliver_twice: bool,
+    corrupt_first_callback: bool,
+    pending_callbacks: usize,
 }
 
 struct Shared {
@@ -273,6 +300,35 @@ impl Emulator {
         self.shared.state().faults.clear();
     }
 
+    /// Every callback delivery attempt so far, oldest first.
+    pub fn deliveries(&self) -> Vec<Delivery> {
+        self.shared.state().deliveries.clone()
+    }
+
+    /// Waits until every callback in flight has been delivered or given up, at most `limit`.
+    /// Returns whether none is left.
+    pub async fn settle_callbacks(&self, limit: Duration) -> bool {
+        let deadline = Instant::now() + limit;
+        while self.shared.state().pending_callbacks > 0 {
+            if Instant::now() >= deadline {
+                return false;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        true
+    }
+
+    /// After a callback is delivered, delivers it once more (as Runflow may).
+    pub fn deliver_callbacks_twice(&self, twice: bool) {
+        self.shared.state().deliver_twice = twice;
+    }
+
+    /// Signs the first attempt of each callback wrongly, so a checking receiver refuses it
+    /// and the retry is exercised.
+    pub fn corrupt_first_callback(&self, corrupt: bool) {
+        self.shared.state().corrupt_first_callback = corrupt;
+    }
+
     /// Scripts a fault for the next create request.
     pub fn script_create(&self, fault: Fault) {
         self.script("POST", CREATE_PATH, fault);
@@ -373,7 +429,7 @@ async fn handle(
 }
 
 fn route(
-    shared: &Shared,
+    shared: &Arc<Shared>,
     method: &Method,
     path: &str,
     request: &RecordedRequest,
@@ -422,7 +478,11 @@ fn route(
     }
 }
 
-fn create(shared: &Shared, request: &RecordedRequest, ending: Ending) -> Response<EmulatorBody> {
+fn create(
+    shared: &Arc<Shared>,
+    request: &RecordedRequest,
+    ending: Ending,
+) -> Response<EmulatorBody> {
     // Gateways in front of Runflow refuse chunked request bodies.
     if request.header("content-length").is_none() {
         return error(411, "LENGTH_REQUIRED", "Content-Length is required.", None);
@@ -452,6 +512,16 @@ fn create(shared: &Shared, request: &RecordedRequest, ending: Ending) -> Respons
         video_seconds: video_length(prompt),
     };
     let answer = run_json(shared, &run);
+    if let Some(url) = run.callback_url.as_str() {
+        if !matches!(run.ending, Ending::Unknown(_)) {
+            shared.state().pending_callbacks += 1;
+            let (shared, id, url) = (shared.clone(), run.id.clone(), url.to_string());
+            tokio::spawn(async move {
+                send_callback(&shared, id, url).await;
+                shared.state().pending_callbacks -= 1;
+            });
+        }
+    }
     shared.state().runs.insert(run.id.clone(), run);
     json_response(201, answer)
 }
@@ -683,6 +753,154 @@ fn run_json(shared: &Shared, run: &StoredRun) -> Value {
         }
     }
     Value::Object(out)
+}
+
+/// Waits until the run ends, then POSTs the callback envelope as Runflow does: signed when
+/// a secret is set, retried on non-2xx, timeouts and refused connections (3 attempts, waiting
+/// one backoff then two).
+async fn send_callback(shared: &Shared, run_id: String, url: String) {
+    tokio::time::sleep(shared.config.step * 3).await;
+    let Some(body) = callback_body(shared, &run_id) else {
+        return;
+    };
+    let (twice, corrupt_first) = {
+        let state = shared.state();
+        (state.deliver_twice, state.corrupt_first_callback)
+    };
+
+    let mut delivered = false;
+    for attempt in 1..=CALLBACK_ATTEMPTS {
+        if attempt > 1 {
+            tokio::time::sleep(shared.config.callback_backoff * (attempt - 1)).await;
+        }
+        let corrupt = corrupt_first && attempt == 1;
+        let outcome = post_callback(shared, &url, &body, corrupt).await;
+        let ok = matches!(outcome, Ok(200..=299));
+        shared.state().deliveries.push(Delivery {
+            run_id: run_id.clone(),
+            attempt,
+            outcome,
+        });
+        if ok {
+            delivered = true;
+            break;
+        }
+    }
+    if delivered && twice {
+        let outcome = post_callback(shared, &url, &body, false).await;
+        shared.state().deliveries.push(Delivery {
+            run_id,
+            attempt: CALLBACK_ATTEMPTS + 1,
+            outcome,
+        });
+    }
+}
+
+/// The documented callback envelope for a finished run.
+fn callback_body(shared: &Shared, run_id: &str) -> Option<Vec<u8>> {
+    let run = shared.state().runs.get(run_id).cloned()?;
+    let view = run_json(shared, &run);
+    let (event, status) = match run.ending {
+        Ending::Succeed => ("run.completed", "succeeded"),
+        Ending::Fail => ("run.failed", "failed"),
+        Ending::PartialSucceed => ("run.partial_succeeded", "partial_succeeded"),
+        Ending::Unknown(_) => return None,
+    };
+    let output = if run.ending == Ending::Fail {
+        json!({"error": {
+            "code": view["failure_code"],
+            "message": view["failure_message"],
+            "stage": view["failure_stage_code"],
+        }})
+    } else {
+        view["output"].clone()
+    };
+    let body = json!({
+        "event": event,
+        "run_id": run.id,
+        "status": status,
+        "output": output,
+        "duration_ms": view["duration_ms"],
+        "created_at": view["created_at"],
+        "completed_at": view["completed_at"],
+        "metadata": view["metadata"],
+    });
+    Some(body.to_string().into_bytes())
+}
+
+/// Signs a callback body: lowercase hex HMAC-SHA256, keyed with the secret string as is.
+pub fn sign(secret: &str, body: &[u8]) -> String {
+    use hmac::Mac;
+    let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(secret.as_bytes())
+        .expect("HMAC takes keys of any length");
+    mac.update(body);
+    mac.finalize()
+        .into_bytes()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+/// One delivery attempt. The emulator calls back only to loopback http URLs: it must never
+/// send anything off this machine.
+async fn post_callback(
+    shared: &Shared,
+    url: &str,
+    body: &[u8],
+    corrupt: bool,
+) -> Result<u16, String> {
+    let uri: hyper::Uri = url.parse().map_err(|e| format!("bad callback URL: {e}"))?;
+    let host = uri.host().unwrap_or_default().trim_matches(['[', ']']);
+    let loopback = host == "localhost"
+        || host
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback());
+    if uri.scheme_str() != Some("http") || !loopback {
+        return Err("not delivered: the emulator calls back only to http URLs on loopback".into());
+    }
+    let port = uri.port_u16().unwrap_or(80);
+    let path = uri.path_and_query().map_or("/", |p| p.as_str()).to_string();
+
+    let mut request = Request::post(path)
+        .header("host", format!("{host}:{port}"))
+        .header("content-type", "application/json")
+        .header("content-length", body.len())
+        .header("runflow-request-id", uuid::Uuid::now_v7().to_string())
+        .header("user-agent", "Runflow-Emulator-Callbacks/1");
+    if let Some(secret) = &shared.config.callback_secret {
+        let mut signature = sign(secret, body);
+        if corrupt {
+            signature = sign(&format!("{secret}-wrong"), body);
+        }
+        request = request.header("runflow-signature", signature);
+    }
+    let request = request
+        .body(http_body_util::Full::new(Bytes::copy_from_slice(body)))
+        .map_err(|e| e.to_string())?;
+
+    let attempt = async {
+        let addr = if host == "localhost" {
+            "127.0.0.1"
+        } else {
+            host
+        };
+        let stream = tokio::net::TcpStream::connect((addr, port))
+            .await
+            .map_err(|e| format!("connection failed: {e}"))?;
+        let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+            .await
+            .map_err(|e| e.to_string())?;
+        tokio::spawn(connection);
+        let response = sender
+            .send_request(request)
+            .await
+            .map_err(|e| e.to_string())?;
+        Ok(response.status().as_u16())
+    };
+    match tokio::time::timeout(shared.config.callback_timeout, attempt).await {
+        Ok(outcome) => outcome,
+        Err(_) => Err("timed out".into()),
+    }
 }
 
 /// Serves a generated file: a small but real-looking MP4 (or JPEG) header and padding.

@@ -5,7 +5,9 @@
 
 use serde_json::{json, Value};
 
-use crate::runtime::{ApiError, Run, RunError, Status};
+use crate::runtime::{
+    ApiError, CallbackError, CallbackEvent, EventKind, Output, Run, RunError, Status,
+};
 
 /// The WIT name of a status.
 pub fn status_name(status: &Status) -> &str {
@@ -21,22 +23,33 @@ pub fn status_name(status: &Status) -> &str {
     }
 }
 
+/// JSON text from the component, parsed back (kept as a string if it does not parse).
+fn parse(text: &Option<String>) -> Option<Value> {
+    text.as_deref()
+        .map(|t| serde_json::from_str::<Value>(t).unwrap_or_else(|_| json!(t)))
+}
+
+fn outputs_json(outputs: &[Output]) -> Vec<Value> {
+    outputs
+        .iter()
+        .map(|o| {
+            json!({
+                "media_type": o.media_type,
+                "url": o.url,
+                "raw": serde_json::from_str::<Value>(&o.raw_json).unwrap_or(Value::Null),
+            })
+        })
+        .collect()
+}
+
 /// A run as one JSON object.
 pub fn run_json(run: &Run) -> Value {
-    let parse = |text: &Option<String>| {
-        text.as_deref()
-            .map(|t| serde_json::from_str::<Value>(t).unwrap_or_else(|_| json!(t)))
-    };
     json!({
         "id": run.id,
         "status": status_name(&run.status),
         "status_known": !matches!(run.status, Status::Other(_)),
         "terminal": run.terminal,
-        "outputs": run.outputs.iter().map(|o| json!({
-            "media_type": o.media_type,
-            "url": o.url,
-            "raw": serde_json::from_str::<Value>(&o.raw_json).unwrap_or(Value::Null),
-        })).collect::<Vec<_>>(),
+        "outputs": outputs_json(&run.outputs),
         "output": parse(&run.output_json),
         "failure": run.failure.as_ref().map(|f| json!({
             "code": f.code, "message": f.message, "stage": f.stage,
@@ -184,5 +197,62 @@ pub fn error_message(error: &RunError) -> String {
             }
             format!("{text}. {remedy}")
         }
+    }
+}
+
+/// The event name Runflow uses for a kind.
+pub fn event_name(kind: &EventKind) -> &str {
+    match kind {
+        EventKind::RunCompleted => "run.completed",
+        EventKind::RunFailed => "run.failed",
+        EventKind::RunCancelled => "run.cancelled",
+        EventKind::RunPartialSucceeded => "run.partial_succeeded",
+        EventKind::Other(raw) => raw,
+    }
+}
+
+/// A callback event as one JSON object, with the same field names as [`run_json`].
+pub fn event_json(event: &CallbackEvent) -> Value {
+    json!({
+        "event": event_name(&event.kind),
+        "run_id": event.run_id,
+        "status": status_name(&event.status),
+        "outputs": outputs_json(&event.outputs),
+        "output": parse(&event.output_json),
+        "failure": event.failure.as_ref().map(|f| json!({
+            "code": f.code, "message": f.message, "stage": f.stage,
+        })),
+        "duration_ms": event.duration_ms,
+        "created_at": event.created_at,
+        "completed_at": event.completed_at,
+        "metadata": parse(&event.metadata),
+    })
+}
+
+/// The WIT case name of a callback error.
+pub fn callback_error_kind(error: &CallbackError) -> &'static str {
+    match error {
+        CallbackError::ExecutionFailed => "execution-failed",
+        CallbackError::PermanentNoSecret => "permanent-no-secret",
+        CallbackError::PermanentMalformedSignature(_) => "permanent-malformed-signature",
+        CallbackError::PermanentSignatureMismatch => "permanent-signature-mismatch",
+        CallbackError::PermanentInvalidBody(_) => "permanent-invalid-body",
+    }
+}
+
+/// What went wrong with a callback and what to do, in a line.
+pub fn callback_error_message(error: &CallbackError) -> String {
+    match error {
+        CallbackError::ExecutionFailed => "the component failed unexpectedly; try again".into(),
+        CallbackError::PermanentNoSecret => {
+            "no callback secret: set RUNFLOW_CALLBACK_SECRET to the secret Runflow issued".into()
+        }
+        CallbackError::PermanentMalformedSignature(why) => {
+            format!("the Runflow-Signature header is malformed: {why}")
+        }
+        CallbackError::PermanentSignatureMismatch => "the signature matches none of the secrets: \
+             the body was changed or signed with another secret"
+            .into(),
+        CallbackError::PermanentInvalidBody(why) => format!("the body is not a callback: {why}"),
     }
 }

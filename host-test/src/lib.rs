@@ -28,4 +28,5 @@
 
 pub mod emulator;
 pub mod json;
+pub mod receiver;
 pub mod runtime;

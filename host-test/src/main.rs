@@ -28,6 +28,8 @@ mod exit {
     pub const TIMED_OUT: u8 = 4;
     /// Runflow refused or failed the request.
     pub const API: u8 = 5;
+    /// A callback was refused: bad signature or not a callback.
+    pub const REJECTED: u8 = 6;
     /// Interrupted with Ctrl-C while waiting; the run goes on.
     pub const INTERRUPTED: u8 = 130;
 }
@@ -94,6 +96,33 @@ enum Command {
     Poll {
         /// The run id that `create` or `run` printed.
         run_id: String,
+    },
+    /// Check a callback's Runflow-Signature and print the event it carries.
+    #[command(
+        after_help = "Example:\n  RUNFLOW_CALLBACK_SECRET=whsec_... heygen-agent verify-callback \\\n    --body-file body.json --signature 3f9a..."
+    )]
+    VerifyCallback {
+        /// The raw request body, byte for byte.
+        #[arg(long, value_name = "FILE")]
+        body_file: std::path::PathBuf,
+        /// The Runflow-Signature header's value.
+        #[arg(long, value_name = "HEX")]
+        signature: String,
+    },
+    /// Receive Runflow callbacks: verify, de-duplicate and append each event to a file.
+    #[command(
+        after_help = "Example:\n  RUNFLOW_CALLBACK_SECRET=whsec_... heygen-agent listen --addr 127.0.0.1:8788 --out events.jsonl"
+    )]
+    Listen {
+        /// The address to listen on.
+        #[arg(long, default_value = "127.0.0.1:8788")]
+        addr: std::net::SocketAddr,
+        /// The JSON-lines file that receives one line per run.
+        #[arg(long, value_name = "FILE")]
+        out: std::path::PathBuf,
+        /// Refuse (413) callback bodies larger than this.
+        #[arg(long, value_name = "BYTES", default_value_t = host_test::receiver::DEFAULT_MAX_BODY)]
+        max_body_bytes: usize,
     },
     /// Serve the Runflow emulator until Ctrl-C, printing its base URL and key.
     #[command(after_help = "Example:\n  heygen-agent emulator --addr 127.0.0.1:8787")]
@@ -234,6 +263,15 @@ async fn run_command(cli: Cli) -> Result<u8, Failure> {
     let out = Printer { json: cli.json };
     match cli.command {
         Command::Emulator { addr } => serve_emulator(addr, &out).await,
+        Command::VerifyCallback {
+            body_file,
+            signature,
+        } => verify_callback(&body_file, &signature, &out).await,
+        Command::Listen {
+            addr,
+            out: file,
+            max_body_bytes,
+        } => listen(addr, file, max_body_bytes, &out).await,
         Command::Poll { run_id } => {
             let (runtime, _emulator) = connect(cli.emulator).await?;
             let run = runtime
@@ -266,7 +304,12 @@ async fn run_command(cli: Cli) -> Result<u8, Failure> {
             let (runtime, emulator) = connect(cli.emulator).await?;
             let schedule =
                 PollSchedule::new(fixed.or(emulator.as_ref().map(|_| Duration::from_millis(500))));
-            follow(&runtime, &request, &options, schedule, timeout, &out).await
+            let outcome = follow(&runtime, &request, &options, schedule, timeout, &out).await;
+            // The built-in emulator lives in this process: let its callbacks go out first.
+            if let Some(emulator) = &emulator {
+                emulator.settle_callbacks(Duration::from_secs(10)).await;
+            }
+            outcome
         }
     }
 }
@@ -423,9 +466,115 @@ async fn connect(use_emulator: bool) -> Result<(Runtime, Option<Emulator>), Fail
     Ok((runtime, emulator))
 }
 
+/// The callback secrets from the environment: the current one, then the previous one.
+fn callback_secrets() -> Result<Vec<String>, Failure> {
+    let current = std::env::var("RUNFLOW_CALLBACK_SECRET").unwrap_or_default();
+    if current.is_empty() {
+        return Err(Failure::usage(
+            "missing-callback-secret",
+            "RUNFLOW_CALLBACK_SECRET is not set: export the callback secret Runflow issued \
+             (whsec_...); during rotation put the old one in RUNFLOW_CALLBACK_SECRET_PREVIOUS",
+        ));
+    }
+    let mut secrets = vec![current];
+    if let Ok(previous) = std::env::var("RUNFLOW_CALLBACK_SECRET_PREVIOUS") {
+        if !previous.is_empty() {
+            secrets.push(previous);
+        }
+    }
+    Ok(secrets)
+}
+
+/// A runtime for the callback functions, which make no requests.
+fn offline_runtime() -> Result<Runtime, Failure> {
+    Runtime::embedded(RuntimeConfig::new("", DEFAULT_BASE_URL)).map_err(Failure::host)
+}
+
+async fn verify_callback(
+    body_file: &std::path::Path,
+    signature: &str,
+    out: &Printer,
+) -> Result<u8, Failure> {
+    let secrets = callback_secrets()?;
+    let body = std::fs::read(body_file).map_err(|e| {
+        Failure::usage("usage", format!("--body-file {}: {e}", body_file.display()))
+    })?;
+    let runtime = offline_runtime()?;
+
+    let refused = |e: &host_test::runtime::CallbackError| Failure {
+        code: exit::REJECTED,
+        error: json!({
+            "kind": host_test::json::callback_error_kind(e),
+            "message": host_test::json::callback_error_message(e),
+        }),
+    };
+    let index = runtime
+        .verify_signature(&body, signature, &secrets)
+        .await
+        .map_err(|e| Failure::call(&e))?
+        .map_err(|e| refused(&e))?;
+    let event = runtime
+        .parse_event(&body)
+        .await
+        .map_err(|e| Failure::call(&e))?
+        .map_err(|e| refused(&e))?;
+
+    let event = host_test::json::event_json(&event);
+    if out.json {
+        println!("{event}");
+    } else {
+        let which = if index == 0 { "current" } else { "previous" };
+        println!("signature: valid (the {which} secret)");
+        println!("event:     {}", event["event"].as_str().unwrap_or(""));
+        println!("run:       {}", event["run_id"].as_str().unwrap_or(""));
+        println!("status:    {}", event["status"].as_str().unwrap_or(""));
+        for output in event["outputs"].as_array().into_iter().flatten() {
+            let kind = output["media_type"].as_str().unwrap_or("file");
+            println!("{kind:<10} {}", output["url"].as_str().unwrap_or(""));
+        }
+    }
+    Ok(exit::OK)
+}
+
+async fn listen(
+    addr: std::net::SocketAddr,
+    file: std::path::PathBuf,
+    max_body: usize,
+    out: &Printer,
+) -> Result<u8, Failure> {
+    let secrets = callback_secrets()?;
+    let runtime = std::sync::Arc::new(offline_runtime()?);
+    let config = host_test::receiver::ReceiverConfig {
+        addr,
+        out: file.clone(),
+        secrets,
+        max_body,
+    };
+    let receiver = host_test::receiver::Receiver::start(runtime, config)
+        .await
+        .map_err(Failure::host)?;
+    if out.json {
+        println!("{}", json!({"callback_url": receiver.url(), "out": file}));
+    } else {
+        println!("receiving callbacks at {}", receiver.url());
+        println!("appending one line per run to {}", file.display());
+        println!("(Ctrl-C stops it)");
+    }
+    tokio::signal::ctrl_c()
+        .await
+        .context("waiting for Ctrl-C")
+        .map_err(Failure::host)?;
+    Ok(exit::OK)
+}
+
 /// The emulator's clock step can be shortened for scripted demos and tests.
 fn emulator_config() -> EmulatorConfig {
-    let mut config = EmulatorConfig::default();
+    let mut config = EmulatorConfig {
+        callback_secret: std::env::var("RUNFLOW_CALLBACK_SECRET")
+            .ok()
+            .filter(|s| !s.is_empty()),
+        ..EmulatorConfig::default()
+    };
     if let Some(ms) = std::env::var("HEYGEN_EMULATOR_STEP_MS")
         .ok()
         .and_then(|v| v.parse::<u64>().ok())

@@ -36,6 +36,9 @@ pub mod bindings {
     });
 }
 
+pub use bindings::exports::runflow::heygen_video_agent::callbacks::{
+    CallbackError, CallbackEvent, EventKind,
+};
 pub use bindings::exports::runflow::heygen_video_agent::runs::{
     ApiError, Failure, FieldProblem, Orientation, Output, Run, RunError, RunOptions, Status,
     TransportError, UnknownOutcome, VideoRequest,
@@ -214,15 +217,45 @@ impl Runtime {
         request: &VideoRequest,
         options: &RunOptions,
     ) -> Result<Run, CallError> {
-        self.call(Call::Create(request, options)).await
+        match self.call(Call::Create(request, options)).await? {
+            Answer::Run(run) => run.map_err(CallError::Run),
+            _ => unreachable!("create-run answers with a run"),
+        }
     }
 
     /// Calls `poll-run` in a fresh instance.
     pub async fn poll_run(&self, run_id: &str) -> Result<Run, CallError> {
-        self.call(Call::Poll(run_id)).await
+        match self.call(Call::Poll(run_id)).await? {
+            Answer::Run(run) => run.map_err(CallError::Run),
+            _ => unreachable!("poll-run answers with a run"),
+        }
     }
 
-    async fn call(&self, call: Call<'_>) -> Result<Run, CallError> {
+    /// Calls `verify-signature`: the outer error is the call's, the inner the component's.
+    pub async fn verify_signature(
+        &self,
+        body: &[u8],
+        signature: &str,
+        secrets: &[String],
+    ) -> Result<Result<u32, CallbackError>, CallError> {
+        match self.call(Call::Verify(body, signature, secrets)).await? {
+            Answer::Verified(result) => Ok(result),
+            _ => unreachable!("verify-signature answers with an index"),
+        }
+    }
+
+    /// Calls `parse-event`: the outer error is the call's, the inner the component's.
+    pub async fn parse_event(
+        &self,
+        body: &[u8],
+    ) -> Result<Result<CallbackEvent, CallbackError>, CallError> {
+        match self.call(Call::Parse(body)).await? {
+            Answer::Event(result) => Ok(result),
+            _ => unreachable!("parse-event answers with an event"),
+        }
+    }
+
+    async fn call(&self, call: Call<'_>) -> Result<Answer, CallError> {
         let limit = self.config.call_timeout;
         let work = async {
             let mut store = self.new_store();
@@ -232,18 +265,27 @@ impl Runtime {
                 .await
                 .map_err(|e| CallError::Trapped(format!("instantiating: {e:#}")))?;
             let runs = guest.runflow_heygen_video_agent_runs();
-            let result = match call {
-                Call::Create(request, options) => {
-                    runs.call_create_run(&mut store, request, options).await
-                }
-                Call::Poll(run_id) => runs.call_poll_run(&mut store, run_id).await,
+            let callbacks = guest.runflow_heygen_video_agent_callbacks();
+            let answer = match call {
+                Call::Create(request, options) => runs
+                    .call_create_run(&mut store, request, options)
+                    .await
+                    .map(Answer::Run),
+                Call::Poll(run_id) => runs
+                    .call_poll_run(&mut store, run_id)
+                    .await
+                    .map(Answer::Run),
+                Call::Verify(body, signature, secrets) => callbacks
+                    .call_verify_signature(&mut store, body, signature, secrets)
+                    .await
+                    .map(Answer::Verified),
+                Call::Parse(body) => callbacks
+                    .call_parse_event(&mut store, body)
+                    .await
+                    .map(Answer::Event),
             };
             // The Store, and with it every resource of this call, is dropped here.
-            match result {
-                Ok(Ok(run)) => Ok(run),
-                Ok(Err(error)) => Err(CallError::Run(error)),
-                Err(trap) => Err(CallError::Trapped(describe_trap(&trap, &store))),
-            }
+            answer.map_err(|trap| CallError::Trapped(describe_trap(&trap, &store)))
         };
         match tokio::time::timeout(limit, work).await {
             Ok(result) => result,
@@ -336,6 +378,15 @@ fn spawn_epoch_ticker(engine: wasmtime::EngineWeak, stop: Arc<AtomicBool>) {
 enum Call<'a> {
     Create(&'a VideoRequest, &'a RunOptions),
     Poll(&'a str),
+    Verify(&'a [u8], &'a str, &'a [String]),
+    Parse(&'a [u8]),
+}
+
+/// What an exported function returned.
+enum Answer {
+    Run(Result<Run, RunError>),
+    Verified(Result<u32, CallbackError>),
+    Event(Result<CallbackEvent, CallbackError>),
 }
 
 /// Everything one call's Store holds.
