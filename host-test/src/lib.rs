@@ -26,6 +26,7 @@
 //! # }
 //! ```
 
+pub mod bench;
 pub mod emulator;
 pub mod json;
 pub mod receiver;

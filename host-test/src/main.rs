@@ -124,6 +124,13 @@ enum Command {
         #[arg(long, value_name = "BYTES", default_value_t = host_test::receiver::DEFAULT_MAX_BODY)]
         max_body_bytes: usize,
     },
+    /// Measure the host against a native Rust client, all against the emulator on loopback.
+    #[command(after_help = "Example:\n  cargo run --release -p host-test -- bench > bench.md")]
+    Bench {
+        /// Calls per latency measurement.
+        #[arg(long, default_value_t = 2000)]
+        calls: usize,
+    },
     /// Serve the Runflow emulator until Ctrl-C, printing its base URL and key.
     #[command(after_help = "Example:\n  heygen-agent emulator --addr 127.0.0.1:8787")]
     Emulator {
@@ -263,6 +270,10 @@ async fn run_command(cli: Cli) -> Result<u8, Failure> {
     let out = Printer { json: cli.json };
     match cli.command {
         Command::Emulator { addr } => serve_emulator(addr, &out).await,
+        Command::Bench { calls } => {
+            host_test::bench::run(calls).await.map_err(Failure::host)?;
+            Ok(exit::OK)
+        }
         Command::VerifyCallback {
             body_file,
             signature,
