@@ -154,7 +154,8 @@ fn number(
     min: u64,
     max: u64,
 ) -> Result<Option<u64>, RunError> {
-    let Some(text) = lookup(name) else {
+    // Engines often render an unset variable as an empty one: both mean "use the default".
+    let Some(text) = lookup(name).filter(|t| !t.trim().is_empty()) else {
         return Ok(None);
     };
     match text.trim().parse::<u64>() {
@@ -232,6 +233,8 @@ mod tests {
         .unwrap();
         let bad = settings(&[(API_KEY_VAR, "k"), (MAX_ATTEMPTS_VAR, "0")]);
 
+        let blank = settings(&[(API_KEY_VAR, "k"), (BUDGET_VAR, " ")]).unwrap();
+        assert_eq!(blank.retry.budget, RetryPolicy::default().budget);
         assert_eq!(s.retry.max_attempts, 3);
         assert_eq!(s.retry.base_delay, Duration::from_millis(10));
         assert!(

@@ -1,0 +1,204 @@
+#!/usr/bin/env bash
+# Runs the HeyGen Video Agent component inside Obelisk 0.38.3 against the local Runflow
+# emulator, using docs/obelisk/deployment.toml as committed and a loopback copy of
+# docs/obelisk/server.toml: submits create-run, then poll-run with the returned id, and checks
+# both answers. Everything listens on and talks to 127.0.0.1 only.
+#
+#   bash docs/obelisk/check.sh
+#
+# Optional: HEYGEN_AGENT (the heygen-agent binary) and HEYGEN_COMPONENT_WASM (the component)
+# to use existing builds; otherwise `cargo build --release -p host-test` builds both.
+set -euo pipefail
+
+if ! command -v obelisk >/dev/null 2>&1; then
+    echo "SKIP: obelisk not installed (cargo install obelisk --version 0.38.3 --locked," \
+        "needs protobuf-compiler)"
+    exit 0
+fi
+
+here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+repo="$(cd "$here/../.." && pwd)"
+target_dir="${CARGO_TARGET_DIR:-$repo/target}"
+default_wasm="$target_dir/wasm/wasm32-wasip2/component/heygen_video_agent.wasm"
+agent="${HEYGEN_AGENT:-$target_dir/release/heygen-agent}"
+wasm="${HEYGEN_COMPONENT_WASM:-$default_wasm}"
+ffqn_prefix='runflow:heygen-video-agent/runs@0.1.0'
+
+fail() {
+    echo "FAIL: $*" >&2
+    exit 1
+}
+
+if [[ ! -x "$agent" || ! -f "$wasm" ]]; then
+    echo "building the emulator and the component (cargo build --release -p host-test)"
+    (cd "$repo" && cargo build --release -p host-test)
+fi
+[[ -x "$agent" ]] || fail "no heygen-agent binary at $agent"
+[[ -f "$wasm" ]] || fail "no component at $wasm"
+
+if command -v jq >/dev/null 2>&1; then
+    json_tool=jq
+elif command -v python3 >/dev/null 2>&1; then
+    json_tool=python3
+else
+    fail "reading Obelisk's JSON output needs jq or python3"
+fi
+
+# Prints one field of the `ok` run in an Obelisk JSON result file: `id`, or `status` (the
+# case name, with the payload of `other(...)` dropped). Prints nothing for an `error`.
+ok_field() {
+    local file="$1" field="$2"
+    if [[ "$json_tool" == jq ]]; then
+        jq -r --arg f "$field" '.ok // empty | .[$f]
+            | if type == "object" then (keys | .[0]) else . end // empty' "$file"
+    else
+        python3 - "$file" "$field" <<'EOF'
+import json, sys
+run = json.load(open(sys.argv[1])).get("ok") or {}
+value = run.get(sys.argv[2])
+if isinstance(value, dict):
+    value = next(iter(value), None)
+if value is not None:
+    print(value)
+EOF
+    fi
+}
+
+# True while the process lives (an exited child not yet waited for does not count).
+running() {
+    local state
+    state="$(ps -o stat= -p "$1" 2>/dev/null)" || return 1
+    [[ -n "$state" && "$state" != Z* ]]
+}
+
+tmp="$(mktemp -d)"
+pids=()
+cleanup() {
+    local pid _
+    for pid in "${pids[@]}"; do
+        kill "$pid" 2>/dev/null || true
+    done
+    for pid in "${pids[@]}"; do
+        # Give each process ten seconds to stop, then end it.
+        for _ in $(seq 1 100); do
+            running "$pid" || break
+            sleep 0.1
+        done
+        kill -KILL "$pid" 2>/dev/null || true
+        wait "$pid" 2>/dev/null || true
+    done
+    rm -rf "$tmp"
+}
+trap cleanup EXIT
+
+# Starts an emulator on a free loopback port and sets `started_url` to its base URL.
+started_url=""
+start_emulator() {
+    local out="$1" _
+    started_url=""
+    "$agent" emulator --addr 127.0.0.1:0 >"$out" 2>&1 &
+    pids+=("$!")
+    for _ in $(seq 1 100); do
+        started_url="$(sed -n 's/^export RUNFLOW_BASE_URL=\([^ ]*\) .*/\1/p' "$out")"
+        [[ -n "$started_url" ]] && break
+        sleep 0.1
+    done
+    [[ "$started_url" == http://127.0.0.1:* ]] ||
+        fail "the emulator did not start: $(cat "$out")"
+}
+
+start_emulator "$tmp/emulator.out"
+emulator_url="$started_url"
+echo "emulator: $emulator_url"
+
+# A free port for Obelisk's API: a second emulator binds 127.0.0.1:0, then gives it back.
+start_emulator "$tmp/probe.out"
+kill "${pids[-1]}" 2>/dev/null || true
+wait "${pids[-1]}" 2>/dev/null || true
+unset 'pids[-1]'
+api_addr="${started_url#http://}"
+api="http://$api_addr"
+
+# The committed server settings, moved to a free port and into the temporary folder.
+# shellcheck disable=SC2016 # the `${...}` are Obelisk's path prefixes, not shell expansions
+sed -e "s|^api.listening_addr = .*|api.listening_addr = \"$api_addr\"|" \
+    -e 's|\${DATA_DIR}/heygen-video-agent|${SERVER_CONFIG_DIR}|' \
+    -e 's|\${CACHE_DIR}/heygen-video-agent|${SERVER_CONFIG_DIR}|' \
+    "$here/server.toml" >"$tmp/server.toml"
+grep -q "^api.listening_addr = \"$api_addr\"" "$tmp/server.toml" ||
+    fail "could not set the API address in the server settings"
+
+deployment="$here/deployment.toml"
+if [[ "$wasm" != "$default_wasm" ]]; then
+    # The committed file names the default build output; point a copy at the given component.
+    sed "s|^location = .*|location = \"$wasm\"|" "$deployment" >"$tmp/deployment.toml"
+    deployment="$tmp/deployment.toml"
+fi
+
+# The host's key is the emulator's; the component sees only Obelisk's placeholder, so a
+# successful create also shows that the placeholder was swapped on the way out.
+(
+    export RUNFLOW_BASE_URL="$emulator_url" RUNFLOW_API_KEY=emulator-key
+    unset RUNFLOW_RETRY_MAX_ATTEMPTS RUNFLOW_RETRY_BASE_DELAY_MS RUNFLOW_RETRY_MAX_DELAY_MS \
+        RUNFLOW_RETRY_BUDGET_MS RUNFLOW_CONNECT_TIMEOUT_MS
+    exec obelisk server run --server-config "$tmp/server.toml" -d "$deployment"
+) >"$tmp/obelisk.log" 2>&1 &
+pids+=("$!")
+obelisk_pid="$!"
+
+echo "waiting for obelisk on $api (it compiles the component first)"
+ready=""
+for _ in $(seq 1 300); do
+    kill -0 "$obelisk_pid" 2>/dev/null || break
+    if obelisk component list -a "$api" 2>/dev/null | grep -q 'heygen-video-agent/runs'; then
+        ready=yes
+        break
+    fi
+    sleep 1
+done
+if [[ -z "$ready" ]]; then
+    tail -n 40 "$tmp/obelisk.log" >&2 || true
+    fail "obelisk did not serve the component"
+fi
+
+submit() {
+    local function="$1" params="$2" out="$3"
+    if command -v timeout >/dev/null 2>&1; then
+        timeout 300 obelisk execution submit -a "$api" -f --json "$ffqn_prefix.$function" \
+            "$params" >"$out"
+    else
+        obelisk execution submit -a "$api" -f --json "$ffqn_prefix.$function" "$params" >"$out"
+    fi
+}
+
+# Obelisk's JSON: records are objects keyed by field name (snake_case; kebab-case is read
+# too), absent `option` fields are none, `null` is none, enums and payload-free variant
+# cases are strings.
+client_ref="obelisk-check-$(date +%s)-$$"
+create_params='[{"prompt": "A 20-second teaser for a neighbourhood bakery",
+  "orientation": "portrait", "avatar": null, "voice": null, "style_id": null,
+  "file_urls": [], "incognito_mode": null},
+ {"callback_url": null, "metadata": null, "client_ref": "'"$client_ref"'"}]'
+submit create-run "$create_params" "$tmp/create.json" ||
+    fail "create-run submission failed: $(cat "$tmp/create.json")"
+echo "create-run: $(tr -d '\n' <"$tmp/create.json" | cut -c1-300)"
+
+run_id="$(ok_field "$tmp/create.json" id)"
+status="$(ok_field "$tmp/create.json" status)"
+[[ -n "$run_id" ]] || fail "create-run did not return a run: $(cat "$tmp/create.json")"
+[[ "$status" == queued ]] || fail "a new run should be queued, got '$status'"
+grep -q "\"$client_ref\"" "$tmp/create.json" || fail "the run does not carry the client-ref"
+
+submit poll-run "[\"$run_id\"]" "$tmp/poll.json" ||
+    fail "poll-run submission failed: $(cat "$tmp/poll.json")"
+echo "poll-run: $(tr -d '\n' <"$tmp/poll.json" | cut -c1-300)"
+
+[[ "$(ok_field "$tmp/poll.json" id)" == "$run_id" ]] ||
+    fail "poll-run did not return run $run_id: $(cat "$tmp/poll.json")"
+status="$(ok_field "$tmp/poll.json" status)"
+case "$status" in
+    queued | dispatching | running | succeeded | partial_succeeded | failed | canceled) ;;
+    *) fail "poll-run returned an unexpected status '$status'" ;;
+esac
+
+echo "PASS: obelisk created run $run_id (queued) and polled it ($status)"
