@@ -27,7 +27,9 @@
 //! ```
 
 pub mod bench;
+pub mod cache;
 pub mod emulator;
 pub mod json;
 pub mod receiver;
 pub mod runtime;
+pub mod wait;

@@ -33,6 +33,7 @@ pub mod bindings {
         path: "../wit",
         imports: { default: async },
         exports: { default: async },
+        additional_derives: [PartialEq],
     });
 }
 
@@ -73,6 +74,13 @@ pub struct RuntimeConfig {
     pub first_byte_timeout: Duration,
     /// How long an answer may pause between two bytes.
     pub between_bytes_timeout: Duration,
+    /// The most calls in flight at once; more wait their turn. Also sizes the pool.
+    pub max_concurrent_calls: usize,
+    /// Preallocate instance slots (the pooling allocator) so instantiation is a reuse, not
+    /// a fresh allocation.
+    pub pooling: bool,
+    /// Keep the precompiled component here, so later starts skip compilation.
+    pub cache_dir: Option<std::path::PathBuf>,
 }
 
 impl RuntimeConfig {
@@ -87,7 +95,22 @@ impl RuntimeConfig {
             memory_limit: 64 * 1024 * 1024,
             first_byte_timeout: Duration::from_secs(30),
             between_bytes_timeout: Duration::from_secs(30),
+            max_concurrent_calls: 1000,
+            pooling: true,
+            cache_dir: None,
         }
+    }
+
+    /// The conventional cache directory: `$XDG_CACHE_HOME/heygen-agent` or
+    /// `~/.cache/heygen-agent`, if either can be found.
+    pub fn default_cache_dir() -> Option<std::path::PathBuf> {
+        let base = std::env::var_os("XDG_CACHE_HOME")
+            .filter(|v| !v.is_empty())
+            .map(std::path::PathBuf::from)
+            .or_else(|| {
+                std::env::var_os("HOME").map(|h| std::path::PathBuf::from(h).join(".cache"))
+            })?;
+        Some(base.join("heygen-agent"))
     }
 }
 
@@ -150,6 +173,8 @@ pub struct Runtime {
     config: RuntimeConfig,
     origin: Arc<Origin>,
     ticker_stop: Arc<AtomicBool>,
+    slots: tokio::sync::Semaphore,
+    loaded: crate::cache::Loaded,
 }
 
 impl Drop for Runtime {
@@ -178,11 +203,15 @@ impl Runtime {
     pub fn from_bytes(wasm: &[u8], config: RuntimeConfig) -> anyhow::Result<Self> {
         let origin = Arc::new(Origin::parse(&config.base_url)?);
 
-        let mut engine_config = Config::new();
-        engine_config.epoch_interruption(true);
-        let engine = Engine::new(&engine_config).context("configuring the engine")?;
+        let engine = Engine::new(&engine_config(&config)).context("configuring the engine")?;
 
-        let component = Component::new(&engine, wasm).context("compiling the component")?;
+        let (component, loaded) = match &config.cache_dir {
+            Some(dir) => crate::cache::load(&engine, wasm, dir)?,
+            None => (
+                Component::new(&engine, wasm).context("compiling the component")?,
+                crate::cache::Loaded::Compiled,
+            ),
+        };
         let mut linker = Linker::new(&engine);
         wasmtime_wasi::p2::add_to_linker_async(&mut linker).context("linking WASI")?;
         wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker)
@@ -200,10 +229,28 @@ impl Runtime {
         Ok(Self {
             engine,
             pre,
+            slots: tokio::sync::Semaphore::new(config.max_concurrent_calls.max(1)),
             config,
             origin,
             ticker_stop,
+            loaded,
         })
+    }
+
+    /// Whether the component was compiled or came from the cache.
+    pub fn loaded(&self) -> crate::cache::Loaded {
+        self.loaded
+    }
+
+    /// Instantiates the component and drops the instance: the fixed cost of every call,
+    /// exposed for benchmarks.
+    pub async fn instantiate_only(&self) -> Result<(), CallError> {
+        let mut store = self.new_store();
+        self.pre
+            .instantiate_async(&mut store)
+            .await
+            .map(drop)
+            .map_err(|e| CallError::Trapped(format!("instantiating: {e:#}")))
     }
 
     /// The settings this runtime was made with.
@@ -258,6 +305,11 @@ impl Runtime {
     async fn call(&self, call: Call<'_>) -> Result<Answer, CallError> {
         let limit = self.config.call_timeout;
         let work = async {
+            let _slot = self
+                .slots
+                .acquire()
+                .await
+                .expect("the semaphore is never closed");
             let mut store = self.new_store();
             let guest = self
                 .pre
@@ -295,11 +347,16 @@ impl Runtime {
 
     fn new_store(&self) -> Store<HostState> {
         let mut wasi = WasiCtxBuilder::new();
-        wasi.env("RUNFLOW_API_KEY", &self.config.api_key)
-            .env("RUNFLOW_BASE_URL", &self.config.base_url);
+        let mut env = vec![
+            ("RUNFLOW_API_KEY", self.config.api_key.as_str()),
+            ("RUNFLOW_BASE_URL", self.config.base_url.as_str()),
+        ];
+        // A variable in `config.env` replaces the one above, rather than appearing twice.
         for (name, value) in &self.config.env {
-            wasi.env(name, value);
+            env.retain(|(n, _)| n != name);
+            env.push((name, value));
         }
+        wasi.envs(&env);
         // No preopened directories, no sockets, no inherited stdio: the component needs none.
         wasi.allow_ip_name_lookup(false);
         wasi.allow_tcp(false);
@@ -341,6 +398,30 @@ impl Runtime {
         });
         store
     }
+}
+
+/// The engine: epoch interruption for the CPU limit and, unless turned off, the pooling
+/// allocator sized for `max_concurrent_calls` instances capped at `memory_limit` each.
+fn engine_config(config: &RuntimeConfig) -> Config {
+    let mut engine = Config::new();
+    engine.epoch_interruption(true);
+    if config.pooling {
+        let slots = config.max_concurrent_calls.max(1) as u32;
+        let mut pool = wasmtime::PoolingAllocationConfig::new();
+        pool.total_component_instances(slots)
+            .total_core_instances(slots.saturating_mul(8))
+            .total_memories(slots.saturating_mul(2))
+            .total_tables(slots.saturating_mul(8))
+            .total_stacks(slots)
+            .max_memory_size(config.memory_limit);
+        engine.allocation_strategy(wasmtime::InstanceAllocationStrategy::Pooling(pool));
+        // Reserve only what the memory cap allows, so a thousand slots fit comfortably in
+        // the address space.
+        engine.memory_reservation(config.memory_limit as u64);
+        engine.memory_guard_size(2 * 1024 * 1024);
+        engine.memory_reservation_for_growth(0);
+    }
+    engine
 }
 
 fn ticks(limit: Duration) -> u64 {

@@ -1,0 +1,250 @@
+//! The host's limits: memory, CPU and wall clock per call, the origin allow-list, the
+//! pre-compiled cache and many calls at once. A call that breaks a limit fails alone.
+
+mod common;
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use common::{no_options, prompt, runtime_with, setup};
+use host_test::cache::Loaded;
+use host_test::emulator::Fault;
+use host_test::runtime::{CallError, RunError, Runtime, RuntimeConfig};
+use host_test::wait::{PollSchedule, WaitError};
+
+fn offline(adjust: impl FnOnce(&mut RuntimeConfig)) -> Runtime {
+    let mut config = RuntimeConfig::new("", "https://api.runflow.io");
+    adjust(&mut config);
+    Runtime::embedded(config).expect("loading the component")
+}
+
+fn is_trap(result: &Result<impl std::fmt::Debug, CallError>, needle: &str) -> bool {
+    matches!(result, Err(CallError::Trapped(why)) if why.contains(needle))
+}
+
+#[tokio::test]
+async fn a_guest_over_its_memory_cap_fails_alone() -> anyhow::Result<()> {
+    let runtime = offline(|c| c.memory_limit = 8 * 1024 * 1024);
+    let huge = vec![b'a'; 16 * 1024 * 1024];
+
+    let over = runtime.parse_event(&huge).await;
+    let after = runtime
+        .parse_event(br#"{"run_id": "r", "status": "succeeded"}"#)
+        .await?;
+
+    assert!(is_trap(&over, "memory"), "{over:?}");
+    assert!(after.is_ok());
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_guest_over_its_cpu_cap_is_interrupted_while_others_carry_on() -> anyhow::Result<()> {
+    let runtime = Arc::new(offline(|c| {
+        c.cpu_limit = Duration::from_millis(20);
+        c.memory_limit = 512 * 1024 * 1024;
+    }));
+    let huge = vec![b'a'; 128 * 1024 * 1024];
+    let secrets = vec!["whsec_x".to_string()];
+    let signature = "0".repeat(64);
+
+    let busy = {
+        let runtime = runtime.clone();
+        tokio::spawn(async move { runtime.verify_signature(&huge, &signature, &secrets).await })
+    };
+    let mut quick = Vec::new();
+    for _ in 0..20 {
+        quick.push(runtime.parse_event(br#"{"run_id": "r"}"#).await);
+    }
+    let busy = busy.await?;
+
+    assert!(is_trap(&busy, "CPU"), "{busy:?}");
+    assert!(quick.iter().all(|r| matches!(r, Ok(Ok(_)))));
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_call_past_its_wall_clock_limit_is_stopped_alone() -> anyhow::Result<()> {
+    let (emulator, _) = setup().await;
+    let runtime = runtime_with(&emulator, |c| c.call_timeout = Duration::from_millis(300));
+    let run = runtime.create_run(&prompt("x"), &no_options()).await?;
+    emulator.script("GET", "/v1/runs/", Fault::Delay(Duration::from_secs(3)));
+
+    let slow = {
+        let (runtime, id) = (Arc::new(runtime), run.id.clone());
+        let task = {
+            let runtime = runtime.clone();
+            tokio::spawn(async move { runtime.poll_run(&id).await })
+        };
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let meanwhile = runtime.poll_run(&run.id).await;
+        (task.await?, meanwhile)
+    };
+
+    assert!(
+        matches!(slow.0, Err(CallError::TimedOut(_))),
+        "{:?}",
+        slow.0
+    );
+    assert!(slow.1.is_ok(), "{:?}", slow.1);
+    Ok(())
+}
+
+/// Collects every log line the host writes while a test runs.
+#[derive(Clone, Default)]
+struct Captured(Arc<Mutex<Vec<u8>>>);
+
+impl std::io::Write for Captured {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+#[tokio::test]
+async fn requests_to_any_other_origin_are_denied_and_logged() {
+    let logs = Captured::default();
+    let writer = logs.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_writer(move || writer.clone())
+        .with_ansi(false)
+        .finish();
+    let _guard = tracing::subscriber::set_default(subscriber);
+    let (emulator, _) = setup().await;
+    // Same server, another host name: the origin differs, so the host must refuse.
+    let elsewhere = emulator.base_url().replace("127.0.0.1", "localhost");
+    let runtime = runtime_with(&emulator, |c| {
+        c.env.push(("RUNFLOW_BASE_URL".into(), elsewhere))
+    });
+
+    let error = runtime.poll_run("r-1").await.unwrap_err();
+
+    assert!(
+        matches!(&error, CallError::Run(RunError::PermanentRequestDenied(m)) if m.contains("localhost")),
+        "{error:?}"
+    );
+    assert!(emulator.requests().is_empty());
+    let logs = String::from_utf8(logs.0.lock().unwrap().clone()).unwrap();
+    assert!(
+        logs.contains("denied an outgoing request") && logs.contains("localhost"),
+        "{logs}"
+    );
+}
+
+#[tokio::test]
+async fn the_compiled_component_is_cached_checked_and_rebuilt_when_corrupt() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let with_cache = |pooling: bool| {
+        offline(|c| {
+            c.cache_dir = Some(dir.path().to_path_buf());
+            c.pooling = pooling;
+        })
+    };
+
+    let first = with_cache(true);
+    let second = with_cache(true);
+    let entry = std::fs::read_dir(dir.path())?
+        .filter_map(|e| e.ok())
+        .map(|e| e.path())
+        .find(|p| p.extension().is_some_and(|x| x == "cwasm"))
+        .expect("a cache entry");
+    let mut bytes = std::fs::read(&entry)?;
+    let middle = bytes.len() / 2;
+    bytes[middle] ^= 0xff;
+    std::fs::write(&entry, bytes)?;
+    let after_corruption = with_cache(true);
+    let other_engine = with_cache(false);
+
+    assert_eq!(first.loaded(), Loaded::Rebuilt);
+    assert_eq!(second.loaded(), Loaded::FromCache);
+    assert_eq!(after_corruption.loaded(), Loaded::Rebuilt);
+    assert_eq!(
+        other_engine.loaded(),
+        Loaded::Rebuilt,
+        "engine settings are part of the key"
+    );
+    let event = after_corruption.parse_event(br#"{"run_id": "r"}"#).await?;
+    assert!(event.is_ok());
+    Ok(())
+}
+
+#[tokio::test]
+async fn many_tasks_share_one_runtime_and_wait_for_their_runs() -> anyhow::Result<()> {
+    let (emulator, runtime) = setup().await;
+    let runtime = Arc::new(runtime);
+
+    let mut tasks = Vec::new();
+    for i in 0..32 {
+        let runtime = runtime.clone();
+        tasks.push(tokio::spawn(async move {
+            let run = runtime
+                .create_run(
+                    &prompt(&format!("Video {i}")),
+                    &common::with_ref(&format!("task-{i}")),
+                )
+                .await?;
+            let mut seen = Vec::new();
+            let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+            let done = runtime
+                .wait(
+                    &run.id,
+                    deadline,
+                    PollSchedule::fixed(Duration::from_millis(20)),
+                    std::future::pending(),
+                    |r| seen.push(host_test::json::status_name(&r.status).to_string()),
+                )
+                .await?;
+            anyhow::Ok((done, seen))
+        }));
+    }
+
+    for task in tasks {
+        let (done, seen) = task.await??;
+        assert!(done.terminal);
+        assert_eq!(seen.last().map(String::as_str), Some("succeeded"));
+    }
+    assert_eq!(emulator.run_count(), 32);
+    Ok(())
+}
+
+#[tokio::test]
+async fn waiting_stops_at_the_deadline_or_on_cancel_and_keeps_the_run() -> anyhow::Result<()> {
+    let (emulator, runtime) = setup().await;
+    emulator.script_create(Fault::End(host_test::emulator::Ending::Unknown(
+        "paused".into(),
+    )));
+    let run = runtime.create_run(&prompt("x"), &no_options()).await?;
+    let fast = PollSchedule::fixed(Duration::from_millis(10));
+
+    let timed_out = runtime
+        .wait(
+            &run.id,
+            tokio::time::Instant::now() + Duration::from_millis(200),
+            fast.clone(),
+            std::future::pending(),
+            |_| {},
+        )
+        .await;
+    let cancelled = runtime
+        .wait(
+            &run.id,
+            tokio::time::Instant::now() + Duration::from_secs(60),
+            fast,
+            tokio::time::sleep(Duration::from_millis(100)),
+            |_| {},
+        )
+        .await;
+
+    assert!(
+        matches!(&timed_out, Err(WaitError::DeadlinePassed { last: Some(r) }) if r.id == run.id),
+        "{timed_out:?}"
+    );
+    assert!(
+        matches!(&cancelled, Err(WaitError::Cancelled { last: Some(r) }) if r.id == run.id),
+        "{cancelled:?}"
+    );
+    Ok(())
+}
