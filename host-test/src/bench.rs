@@ -1,8 +1,305 @@
 //! Benchmarks of the host, printed as a Markdown report: the component's calls against a
-//! native Rust client making the same requests, instantiation, loading, throughput and size.
+//! native Rust client making the same requests, instantiation, loading, throughput,
+//! memory and size. Every figure comes from one run against one emulator on loopback.
 //! Figures are printed, never asserted.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crate::emulator::{Emulator, EmulatorConfig};
+use crate::runtime::{Runtime, RuntimeConfig, COMPONENT_WASM};
+
+/// Latency figures of one series of calls.
+struct Series {
+    median: Duration,
+    p99: Duration,
+}
+
+impl Series {
+    fn of(mut samples: Vec<Duration>) -> Self {
+        samples.sort();
+        let at = |q: f64| samples[((samples.len() - 1) as f64 * q).round() as usize];
+        Self {
+            median: at(0.5),
+            p99: at(0.99),
+        }
+    }
+}
+
+fn us(d: Duration) -> String {
+    format!("{:.1} µs", d.as_secs_f64() * 1e6)
+}
+
+fn ms(d: Duration) -> String {
+    format!("{:.2} ms", d.as_secs_f64() * 1e3)
+}
+
+/// The same GET the component makes, through a keep-alive client, parsed the same way.
+struct Native {
+    client: reqwest::Client,
+    base: String,
+    key: String,
+}
+
+impl Native {
+    async fn poll(&self, id: &str) -> anyhow::Result<String> {
+        let response = self
+            .client
+            .get(format!("{}/v1/runs/{id}", self.base))
+            .header("authorization", format!("Bearer {}", self.key))
+            .header("accept", "application/json")
+            .send()
+            .await?;
+        let status = response.status();
+        let body: serde_json::Value = serde_json::from_slice(&response.bytes().await?)?;
+        anyhow::ensure!(status.is_success(), "HTTP {status}");
+        Ok(body["status_code"].as_str().unwrap_or_default().to_string())
+    }
+}
+
+fn config(emulator: &Emulator, pooling: bool, cache: Option<&std::path::Path>) -> RuntimeConfig {
+    let mut config = RuntimeConfig::new(emulator.api_key(), emulator.base_url());
+    config.pooling = pooling;
+    config.cache_dir = cache.map(Into::into);
+    config
+}
 
 /// Runs every benchmark and prints the report to stdout.
 pub async fn run(calls: usize) -> anyhow::Result<()> {
-    anyhow::bail!("benchmarks are not written yet ({calls} calls requested)")
+    let calls = calls.max(10);
+    let emulator = Emulator::start(EmulatorConfig::default()).await?;
+    let cache = std::env::temp_dir().join(format!("heygen-bench-cache-{}", std::process::id()));
+    let pooled = Arc::new(Runtime::embedded(config(&emulator, true, Some(&cache)))?);
+    let unpooled = Runtime::embedded(config(&emulator, false, None))?;
+    let native = Arc::new(Native {
+        client: reqwest::Client::new(),
+        base: emulator.base_url().into(),
+        key: emulator.api_key().into(),
+    });
+    let id = emulator.seed_runs(1).remove(0);
+
+    println!("# Benchmarks\n");
+    println!("{}\n", machine());
+    println!("Command: `cargo run --release -p host-test -- bench --calls {calls}`\n");
+
+    // Warm both paths so connection set-up and lazy initialisation are not measured.
+    for _ in 0..50 {
+        pooled.poll_run(&id).await?;
+        native.poll(&id).await?;
+    }
+
+    let mut component = Vec::with_capacity(calls);
+    let mut baseline = Vec::with_capacity(calls);
+    for _ in 0..calls {
+        let started = Instant::now();
+        pooled.poll_run(&id).await?;
+        component.push(started.elapsed());
+        let started = Instant::now();
+        native.poll(&id).await?;
+        baseline.push(started.elapsed());
+    }
+    let (component, baseline) = (Series::of(component), Series::of(baseline));
+    println!("## One poll, end to end ({calls} sequential calls each)\n");
+    println!("| client | median | p99 |");
+    println!("|---|---|---|");
+    println!(
+        "| component (instantiate + `poll-run`) | {} | {} |",
+        us(component.median),
+        us(component.p99)
+    );
+    println!(
+        "| native Rust (reqwest, keep-alive) | {} | {} |",
+        us(baseline.median),
+        us(baseline.p99)
+    );
+    println!(
+        "| ratio component / native | {:.2}x | {:.2}x |\n",
+        component.median.as_secs_f64() / baseline.median.as_secs_f64(),
+        component.p99.as_secs_f64() / baseline.p99.as_secs_f64()
+    );
+
+    let mut with_pool = Vec::with_capacity(calls);
+    let mut without_pool = Vec::with_capacity(calls);
+    for _ in 0..calls {
+        let started = Instant::now();
+        pooled.instantiate_only().await?;
+        with_pool.push(started.elapsed());
+        let started = Instant::now();
+        unpooled.instantiate_only().await?;
+        without_pool.push(started.elapsed());
+    }
+    let (with_pool, without_pool) = (Series::of(with_pool), Series::of(without_pool));
+    println!("## Instantiation alone\n");
+    println!("| allocator | median | p99 |");
+    println!("|---|---|---|");
+    println!(
+        "| pooling | {} | {} |",
+        us(with_pool.median),
+        us(with_pool.p99)
+    );
+    println!(
+        "| on demand | {} | {} |\n",
+        us(without_pool.median),
+        us(without_pool.p99)
+    );
+
+    let mut compiled = Vec::new();
+    let mut cached = Vec::new();
+    for _ in 0..5 {
+        let started = Instant::now();
+        drop(Runtime::embedded(config(&emulator, true, None))?);
+        compiled.push(started.elapsed());
+        let started = Instant::now();
+        let runtime = Runtime::embedded(config(&emulator, true, Some(&cache)))?;
+        cached.push(started.elapsed());
+        anyhow::ensure!(
+            runtime.loaded() == crate::cache::Loaded::FromCache,
+            "the cache was not used"
+        );
+    }
+    let (compiled, cached) = (Series::of(compiled), Series::of(cached));
+    println!("## Loading the component (median of 5)\n");
+    println!("| from | time |");
+    println!("|---|---|");
+    println!(
+        "| `.wasm`, compiled with Cranelift | {} |",
+        ms(compiled.median)
+    );
+    println!(
+        "| disk cache (checked, deserialised) | {} |\n",
+        ms(cached.median)
+    );
+
+    println!("## Throughput ({calls} polls per row)\n");
+    println!("| concurrent callers | component calls/s | native calls/s | ratio |");
+    println!("|---|---|---|---|");
+    for callers in [1usize, 16, 256] {
+        let component = throughput(callers, calls, {
+            let (runtime, id) = (pooled.clone(), id.clone());
+            move || {
+                let (runtime, id) = (runtime.clone(), id.clone());
+                async move {
+                    runtime
+                        .poll_run(&id)
+                        .await
+                        .map(drop)
+                        .map_err(anyhow::Error::from)
+                }
+            }
+        })
+        .await?;
+        let baseline = throughput(callers, calls, {
+            let (native, id) = (native.clone(), id.clone());
+            move || {
+                let (native, id) = (native.clone(), id.clone());
+                async move { native.poll(&id).await.map(drop) }
+            }
+        })
+        .await?;
+        println!(
+            "| {callers} | {component:.0} | {baseline:.0} | {:.2}x |",
+            baseline / component
+        );
+    }
+    println!();
+
+    let ids = Arc::new(emulator.seed_runs(10_000));
+    let started = Instant::now();
+    let mut tasks = Vec::new();
+    for caller in 0..1000 {
+        let (runtime, ids) = (pooled.clone(), ids.clone());
+        tasks.push(tokio::spawn(async move {
+            let mut failures = 0;
+            for i in 0..10 {
+                if runtime.poll_run(&ids[caller * 10 + i]).await.is_err() {
+                    failures += 1;
+                }
+            }
+            failures
+        }));
+    }
+    let mut failures = 0;
+    for task in tasks {
+        failures += task.await?;
+    }
+    println!("## 10,000 runs polled by 1,000 concurrent callers\n");
+    println!(
+        "{} of 10000 polls succeeded ({failures} failed) in {:.2} s.\n",
+        10_000 - failures,
+        started.elapsed().as_secs_f64()
+    );
+
+    let before = resident_bytes();
+    let mut live = Vec::new();
+    for _ in 0..200 {
+        live.push(pooled.live_instance().await?);
+    }
+    let after = resident_bytes();
+    drop(live);
+    println!("## Size\n");
+    println!("| what | figure |");
+    println!("|---|---|");
+    if let (Some(before), Some(after)) = (before, after) {
+        println!(
+            "| resident memory per live instance (200 held) | {:.0} KiB |",
+            after.saturating_sub(before) as f64 / 200.0 / 1024.0
+        );
+    }
+    println!(
+        "| component (`component` profile) | {:.1} KiB |",
+        COMPONENT_WASM.len() as f64 / 1024.0
+    );
+
+    let _ = std::fs::remove_dir_all(&cache);
+    Ok(())
+}
+
+/// Calls per second with `callers` tasks sharing `total` calls.
+async fn throughput<F, Fut>(callers: usize, total: usize, call: F) -> anyhow::Result<f64>
+where
+    F: Fn() -> Fut + Clone + Send + 'static,
+    Fut: std::future::Future<Output = anyhow::Result<()>> + Send,
+{
+    let per_caller = (total / callers).max(1);
+    let started = Instant::now();
+    let mut tasks = Vec::new();
+    for _ in 0..callers {
+        let call = call.clone();
+        tasks.push(tokio::spawn(async move {
+            for _ in 0..per_caller {
+                call().await?;
+            }
+            anyhow::Ok(())
+        }));
+    }
+    for task in tasks {
+        task.await??;
+    }
+    Ok((per_caller * callers) as f64 / started.elapsed().as_secs_f64())
+}
+
+/// Resident set size from /proc (Linux only).
+fn resident_bytes() -> Option<u64> {
+    let statm = std::fs::read_to_string("/proc/self/statm").ok()?;
+    let pages: u64 = statm.split_whitespace().nth(1)?.parse().ok()?;
+    Some(pages * 4096)
+}
+
+/// What the figures were measured on.
+fn machine() -> String {
+    let cpu = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|info| {
+            info.lines()
+                .find(|l| l.starts_with("model name"))
+                .and_then(|l| l.split(':').nth(1))
+                .map(|m| m.trim().to_string())
+        })
+        .unwrap_or_else(|| "unknown CPU".into());
+    let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
+    format!(
+        "Machine: {cpu}, {cores} cores available, {} {}.",
+        std::env::consts::OS,
+        std::env::consts::ARCH
+    )
 }

@@ -300,6 +300,29 @@ impl Emulator {
         self.shared.state().faults.clear();
     }
 
+    /// Creates `count` runs directly, without requests (for load tests), and returns their ids.
+    pub fn seed_runs(&self, count: usize) -> Vec<String> {
+        let mut state = self.shared.state();
+        (0..count)
+            .map(|i| {
+                let run = StoredRun {
+                    id: uuid::Uuid::now_v7().to_string(),
+                    created: Instant::now(),
+                    created_at: SystemTime::now(),
+                    input: json!({"prompt": format!("Seeded video {i}")}),
+                    metadata: Value::Null,
+                    client_ref: Value::Null,
+                    callback_url: Value::Null,
+                    ending: Ending::Succeed,
+                    video_seconds: 30,
+                };
+                let id = run.id.clone();
+                state.runs.insert(id.clone(), run);
+                id
+            })
+            .collect()
+    }
+
     /// Every callback delivery attempt so far, oldest first.
     pub fn deliveries(&self) -> Vec<Delivery> {
         self.shared.state().deliveries.clone()

@@ -81,6 +81,10 @@ pub struct RuntimeConfig {
     pub pooling: bool,
     /// Keep the precompiled component here, so later starts skip compilation.
     pub cache_dir: Option<std::path::PathBuf>,
+    /// Send the component's requests through one pooled keep-alive client shared by every
+    /// call, instead of wasmtime's default of a new connection (and TLS handshake) per
+    /// request.
+    pub keep_alive: bool,
 }
 
 impl RuntimeConfig {
@@ -98,6 +102,7 @@ impl RuntimeConfig {
             max_concurrent_calls: 1000,
             pooling: true,
             cache_dir: None,
+            keep_alive: true,
         }
     }
 
@@ -175,6 +180,7 @@ pub struct Runtime {
     ticker_stop: Arc<AtomicBool>,
     slots: tokio::sync::Semaphore,
     loaded: crate::cache::Loaded,
+    client: Option<reqwest::Client>,
 }
 
 impl Drop for Runtime {
@@ -225,6 +231,10 @@ impl Runtime {
 
         let ticker_stop = Arc::new(AtomicBool::new(false));
         spawn_epoch_ticker(engine.weak(), ticker_stop.clone());
+        let client = config
+            .keep_alive
+            .then(|| pooled_client(&config))
+            .transpose()?;
 
         Ok(Self {
             engine,
@@ -234,12 +244,28 @@ impl Runtime {
             origin,
             ticker_stop,
             loaded,
+            client,
         })
     }
 
     /// Whether the component was compiled or came from the cache.
     pub fn loaded(&self) -> crate::cache::Loaded {
         self.loaded
+    }
+
+    /// Instantiates the component and keeps the instance alive until the result is dropped,
+    /// for measuring what a live instance costs.
+    pub async fn live_instance(&self) -> Result<LiveInstance, CallError> {
+        let mut store = self.new_store();
+        let instance = self
+            .pre
+            .instantiate_async(&mut store)
+            .await
+            .map_err(|e| CallError::Trapped(format!("instantiating: {e:#}")))?;
+        Ok(LiveInstance {
+            _store: store,
+            _instance: instance,
+        })
     }
 
     /// Instantiates the component and drops the instance: the fixed cost of every call,
@@ -367,6 +393,7 @@ impl Runtime {
             http: WasiHttpCtx::new(),
             table: ResourceTable::new(),
             hooks: OriginGuard {
+                client: self.client.clone(),
                 origin: self.origin.clone(),
                 first_byte_timeout: self.config.first_byte_timeout,
                 between_bytes_timeout: self.config.between_bytes_timeout,
@@ -453,6 +480,12 @@ fn spawn_epoch_ticker(engine: wasmtime::EngineWeak, stop: Arc<AtomicBool>) {
             }
         })
         .expect("spawning the epoch thread");
+}
+
+/// An instance kept alive with its Store; dropping it frees both.
+pub struct LiveInstance {
+    _store: Store<HostState>,
+    _instance: bindings::VideoAgent,
 }
 
 /// One exported function and its arguments.
@@ -548,8 +581,21 @@ impl std::fmt::Display for Origin {
     }
 }
 
+/// The shared keep-alive client. It never follows redirects (a redirect could lead past the
+/// allow-list) and ignores proxy variables (requests go only where the guard allowed).
+fn pooled_client(config: &RuntimeConfig) -> anyhow::Result<reqwest::Client> {
+    Ok(reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .no_proxy()
+        .connect_timeout(Duration::from_secs(10))
+        .read_timeout(config.between_bytes_timeout)
+        .pool_idle_timeout(Duration::from_secs(30))
+        .build()?)
+}
+
 /// The outgoing-HTTP policy of one call: the allow-list and the read timeouts.
 struct OriginGuard {
+    client: Option<reqwest::Client>,
     origin: Arc<Origin>,
     first_byte_timeout: Duration,
     between_bytes_timeout: Duration,
@@ -593,6 +639,12 @@ impl WasiHttpHooks for OriginGuard {
         ));
 
         let _ = fut;
+        if let Some(client) = self.client.clone() {
+            let first_byte = options
+                .first_byte_timeout
+                .unwrap_or(self.first_byte_timeout);
+            return Box::new(send_pooled(client, request, first_byte));
+        }
         Box::new(async move {
             use http_body_util::BodyExt;
 
@@ -603,6 +655,56 @@ impl WasiHttpHooks for OriginGuard {
                 Box::new(io) as Box<dyn std::future::Future<Output = _> + Send>,
             ))
         })
+    }
+}
+
+/// The largest request body the pooled client forwards; the component's are a few KiB.
+const MAX_REQUEST_BODY: usize = 16 * 1024 * 1024;
+
+/// Sends through the pooled client. Errors are sorted as the default sender sorts them, so
+/// the component can still tell a request that never left (connect errors) from one whose
+/// answer was lost.
+async fn send_pooled(
+    client: reqwest::Client,
+    request: http::Request<WasiBody>,
+    first_byte: Duration,
+) -> Result<
+    (
+        http::Response<WasiBody>,
+        Box<dyn std::future::Future<Output = Result<(), HttpError>> + Send>,
+    ),
+    HttpError,
+> {
+    use http_body_util::BodyExt;
+
+    let (parts, body) = request.into_parts();
+    let body = http_body_util::Limited::new(body, MAX_REQUEST_BODY)
+        .collect()
+        .await
+        .map_err(|_| HttpError::HttpRequestBodySize(None))?
+        .to_bytes();
+    let request = reqwest::Request::try_from(http::Request::from_parts(parts, body))
+        .map_err(|_| HttpError::HttpRequestUriInvalid)?;
+
+    let response = match tokio::time::timeout(first_byte, client.execute(request)).await {
+        Ok(Ok(response)) => response,
+        Ok(Err(e)) => return Err(sorted(&e)),
+        Err(_) => return Err(HttpError::ConnectionReadTimeout),
+    };
+    let response =
+        http::Response::from(response).map(|body| body.map_err(|e| sorted(&e)).boxed_unsync());
+    Ok((response, Box::new(async { Ok(()) })))
+}
+
+fn sorted(error: &reqwest::Error) -> HttpError {
+    if error.is_connect() && error.is_timeout() {
+        HttpError::ConnectionTimeout
+    } else if error.is_connect() {
+        HttpError::ConnectionRefused
+    } else if error.is_timeout() {
+        HttpError::ConnectionReadTimeout
+    } else {
+        HttpError::ConnectionTerminated
     }
 }
 
