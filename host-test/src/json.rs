@@ -187,7 +187,7 @@ pub fn error_message(error: &RunError) -> String {
                 text.push_str(&format!(" {code}"));
             }
             if let Some(message) = &e.message {
-                text.push_str(&format!(": {message}"));
+                text.push_str(&format!(": {}", message.trim_end_matches('.')));
             }
             for p in &e.field_problems {
                 text.push_str(&format!("; {} {}", p.field, p.problem));

@@ -1,38 +1,23 @@
 //! `heygen-agent`: make HeyGen Video Agent videos through Runflow from the command line,
 //! by running the WebAssembly component in the bundled wasmtime host.
 
-use std::io::{IsTerminal, Read};
+mod cli;
+
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use anyhow::Context as _;
-use clap::{Args, Parser, Subcommand, ValueEnum};
+use clap::{Args, CommandFactory as _, Parser, Subcommand};
 use host_test::emulator::{Emulator, EmulatorConfig};
-use host_test::json::{error_json, run_json, status_name};
-use host_test::runtime::{
-    CallError, Orientation, Run, RunOptions, Runtime, RuntimeConfig, Status, VideoRequest,
-};
-use serde_json::{json, Value};
+use host_test::runtime::{Runtime, RuntimeConfig};
+use serde_json::json;
 
-/// Exit codes, the same with and without `--json`.
-mod exit {
-    /// The run succeeded (or the command did what it was asked).
-    pub const OK: u8 = 0;
-    /// The host itself failed (the component could not be loaded or trapped).
-    pub const HOST: u8 = 1;
-    /// The command line or the environment is wrong; nothing was sent.
-    pub const USAGE: u8 = 2;
-    /// The run ended failed or canceled.
-    pub const RUN_FAILED: u8 = 3;
-    /// Waiting for the run timed out; the run goes on.
-    pub const TIMED_OUT: u8 = 4;
-    /// Runflow refused or failed the request.
-    pub const API: u8 = 5;
-    /// A callback was refused: bad signature or not a callback.
-    pub const REJECTED: u8 = 6;
-    /// Interrupted with Ctrl-C while waiting; the run goes on.
-    pub const INTERRUPTED: u8 = 130;
-}
+use cli::duration::parse_duration;
+use cli::follow::{PollSchedule, Session, Waiting};
+use cli::output::Printer;
+use cli::video::VideoArgs;
+use cli::{download, estimate, exit, Failure};
 
 const DEFAULT_BASE_URL: &str = "https://api.runflow.io";
 
@@ -45,17 +30,36 @@ const FORWARDED_ENV: [&str; 5] = [
     "RUNFLOW_CONNECT_TIMEOUT_MS",
 ];
 
+/// The examples `--help` starts its closing part with.
+const EXAMPLES: &str = "\
+Examples:
+  heygen-agent run --emulator \"A 30-second explainer about rooftop solar\"
+  RUNFLOW_API_KEY=... heygen-agent run --download videos \"Our new espresso machine in 20 seconds\"
+  heygen-agent run --no-wait --client-ref order-4711 \"A product tour of our app\"
+  heygen-agent poll --wait --download videos 01936f0e-7a3c-7c2e-9d41-5b8e2f1a4c90
+  heygen-agent estimate --seconds 30";
+
+/// The environment `--help` lists last.
+const ENVIRONMENT: &str = "\
+Environment:
+  RUNFLOW_API_KEY   your Runflow API key (not needed with --emulator)
+  RUNFLOW_BASE_URL  the API's base URL (default https://api.runflow.io)
+  NO_COLOR          set to anything to turn colours off";
+
+/// The top command's help after its options.
+fn top_after_help() -> String {
+    format!("{EXAMPLES}\n\n{}\n\n{ENVIRONMENT}", exit::TABLE)
+}
+
 #[derive(Parser)]
 #[command(
     name = "heygen-agent",
     version,
     about = "Make HeyGen Video Agent videos through Runflow, from a sandboxed WebAssembly component",
-    after_help = "Examples:\n  heygen-agent run --emulator \"A 30-second explainer about rooftop solar\"\n  \
-                  RUNFLOW_API_KEY=... heygen-agent run --orientation portrait \"Our new espresso machine in 20 seconds\"\n  \
-                  heygen-agent poll 01936f0e-7a3c-7c2e-9d41-5b8e2f1a4c90"
+    after_help = top_after_help()
 )]
 struct Cli {
-    /// Print one JSON object (the run, or {"error": {...}}) instead of text.
+    /// Print one JSON object (the run, or {"error": {...}}) instead of text; no decoration.
     #[arg(long, global = true)]
     json: bool,
 
@@ -69,19 +73,23 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Create a video run and follow it until it ends.
-    #[command(
-        after_help = "Example:\n  heygen-agent run --emulator --orientation portrait \"A 20-second teaser for our spring sale\""
-    )]
+    /// Create a video run and follow it until it ends (or, with --no-wait, only create it).
+    #[command(after_help = "Examples:\n  \
+        heygen-agent run --emulator --orientation portrait \"A 20-second teaser for our spring sale\"\n  \
+        heygen-agent run --download videos --timeout 20m \"A product tour of our app\"\n  \
+        heygen-agent run --no-wait --client-ref order-4711 \"A product tour of our app\"\n  \
+        echo \"A cat explains compound interest\" | heygen-agent run --json")]
     Run {
         #[command(flatten)]
         video: VideoArgs,
-        /// Seconds between polls (default: 5, growing to 30 while a long video renders).
-        #[arg(long, value_name = "SECONDS")]
-        poll_interval: Option<f64>,
-        /// Stop waiting after this many seconds; the run itself goes on.
-        #[arg(long, value_name = "SECONDS", default_value_t = 3600.0)]
-        timeout: f64,
+        #[command(flatten)]
+        waiting: WaitArgs,
+        /// Create the run, print it and return without waiting (follow it with `poll`).
+        #[arg(long, conflicts_with_all = ["timeout", "poll_interval", "download"])]
+        no_wait: bool,
+        /// Save the output files into this folder once the run ends, as <run-id>-<n>-<kind>.<ext>.
+        #[arg(long, value_name = "DIR")]
+        download: Option<PathBuf>,
     },
     /// Create a video run and print it without waiting.
     #[command(
@@ -91,11 +99,43 @@ enum Command {
         #[command(flatten)]
         video: VideoArgs,
     },
-    /// Print a run as it is now.
-    #[command(after_help = "Example:\n  heygen-agent poll 01936f0e-7a3c-7c2e-9d41-5b8e2f1a4c90")]
+    /// Print a run as it is now, or wait for it to end with --wait.
+    #[command(after_help = "Examples:\n  \
+        heygen-agent poll 01936f0e-7a3c-7c2e-9d41-5b8e2f1a4c90\n  \
+        heygen-agent poll --wait --download videos 01936f0e-7a3c-7c2e-9d41-5b8e2f1a4c90\n\n\
+        Without --wait or --download, poll exits 0 whenever it could read the run, whatever its \
+        status; with either, it exits as run does.")]
     Poll {
         /// The run id that `create` or `run` printed.
         run_id: String,
+        /// Follow the run until it ends, as `run` does.
+        #[arg(long)]
+        wait: bool,
+        #[command(flatten)]
+        waiting: WaitArgs,
+        /// Save the output files of the finished run into this folder.
+        #[arg(long, value_name = "DIR")]
+        download: Option<PathBuf>,
+    },
+    /// Estimate what a video costs: $0.034 per second of generated video.
+    #[command(after_help = "Example:\n  \
+        heygen-agent estimate --seconds 30\n\n\
+        The agent picks the video's length from the prompt; Runflow bills the seconds it \
+        actually generates.")]
+    Estimate {
+        /// The video's length in whole seconds.
+        #[arg(long, value_name = "N", value_parser = estimate::parse_seconds)]
+        seconds: u64,
+    },
+    /// Print a shell completion script.
+    #[command(after_help = "Examples:\n  \
+        heygen-agent completions bash > ~/.local/share/bash-completion/completions/heygen-agent\n  \
+        heygen-agent completions zsh > \"${fpath[1]}/_heygen-agent\"\n  \
+        heygen-agent completions fish > ~/.config/fish/completions/heygen-agent.fish")]
+    Completions {
+        /// The shell to complete in.
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
     },
     /// Check a callback's Runflow-Signature and print the event it carries.
     #[command(
@@ -104,7 +144,7 @@ enum Command {
     VerifyCallback {
         /// The raw request body, byte for byte.
         #[arg(long, value_name = "FILE")]
-        body_file: std::path::PathBuf,
+        body_file: PathBuf,
         /// The Runflow-Signature header's value.
         #[arg(long, value_name = "HEX")]
         signature: String,
@@ -119,7 +159,7 @@ enum Command {
         addr: std::net::SocketAddr,
         /// The JSON-lines file that receives one line per run.
         #[arg(long, value_name = "FILE")]
-        out: std::path::PathBuf,
+        out: PathBuf,
         /// Refuse (413) callback bodies larger than this.
         #[arg(long, value_name = "BYTES", default_value_t = host_test::receiver::DEFAULT_MAX_BODY)]
         max_body_bytes: usize,
@@ -140,100 +180,42 @@ enum Command {
     },
 }
 
+/// How long to wait for a run, and how often to look.
 #[derive(Args)]
-struct VideoArgs {
-    /// What the video should be about (or use --prompt-file, or pipe it on stdin).
-    prompt: Option<String>,
-    /// Read the prompt from this file ("-" for stdin).
-    #[arg(long, value_name = "FILE", conflicts_with = "prompt")]
-    prompt_file: Option<std::path::PathBuf>,
-    /// Video orientation; left out, the agent picks one from the prompt.
-    #[arg(long, value_enum)]
-    orientation: Option<OrientationArg>,
-    /// Avatar name or id ("auto" lets the agent choose).
-    #[arg(long)]
-    avatar: Option<String>,
-    /// Voice name or id ("auto" lets the agent choose).
-    #[arg(long)]
-    voice: Option<String>,
-    /// Style template id, e.g. style_noir_detective.
-    #[arg(long = "style", value_name = "STYLE_ID")]
-    style_id: Option<String>,
-    /// URL of an image, video, audio file or PDF to use (repeat up to 20 times).
-    #[arg(long = "file-url", value_name = "URL")]
-    file_urls: Vec<String>,
-    /// Keep this video out of the agent's memory.
-    #[arg(long)]
-    incognito: bool,
-    /// Metadata to attach to the run, as key=value (repeatable).
-    #[arg(long = "metadata", value_name = "KEY=VALUE")]
-    metadata: Vec<String>,
-    /// Your reference for this run; a retried create with the same one never makes a second
-    /// run (default: a fresh random one).
-    #[arg(long)]
-    client_ref: Option<String>,
-    /// An https URL that Runflow POSTs the finished run to.
-    #[arg(long)]
-    callback_url: Option<String>,
+struct WaitArgs {
+    /// Time between polls: seconds or 30s, 2m (default: 5s, growing to 30s while a long
+    /// video renders).
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    poll_interval: Option<Duration>,
+    /// Stop waiting after this long: seconds or 90s, 20m, 1h (default: 1h); the run itself
+    /// goes on.
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    timeout: Option<Duration>,
 }
 
-#[derive(Clone, Copy, ValueEnum)]
-enum OrientationArg {
-    Landscape,
-    Portrait,
-}
-
-/// A failure of the command, with its exit code and JSON form.
-struct Failure {
-    code: u8,
-    error: Value,
-}
-
-impl Failure {
-    fn usage(kind: &str, message: impl Into<String>) -> Self {
-        Self {
-            code: exit::USAGE,
-            error: json!({"kind": kind, "message": message.into()}),
+impl WaitArgs {
+    /// The schedule and timeout; against the built-in emulator, polls come quickly.
+    fn waiting(&self, emulator: Option<&Emulator>) -> Waiting {
+        let quick = emulator.map(|_| {
+            (emulator_config().step / 2)
+                .clamp(Duration::from_millis(20), Duration::from_millis(500))
+        });
+        Waiting {
+            schedule: PollSchedule::new(self.poll_interval.or(quick)),
+            timeout: self.timeout.unwrap_or(Duration::from_secs(3600)),
         }
     }
 
-    fn call(error: &CallError) -> Self {
-        match error {
-            CallError::Run(e) => {
-                let kind = host_test::json::error_kind(e);
-                let code = if kind == "permanent-invalid-request"
-                    || kind == "permanent-bad-configuration"
-                {
-                    exit::USAGE
-                } else {
-                    exit::API
-                };
-                Self {
-                    code,
-                    error: error_json(e),
-                }
-            }
-            CallError::TimedOut(_) => Self {
-                code: exit::TIMED_OUT,
-                error: json!({"kind": error.kind(), "message": error.to_string()}),
-            },
-            CallError::Trapped(_) => Self {
-                code: exit::HOST,
-                error: json!({"kind": error.kind(), "message": error.to_string()}),
-            },
-        }
-    }
-
-    fn host(error: anyhow::Error) -> Self {
-        Self {
-            code: exit::HOST,
-            error: json!({"kind": "host-error", "message": format!("{error:#}")}),
-        }
+    fn given(&self) -> bool {
+        self.poll_interval.is_some() || self.timeout.is_some()
     }
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(error) => return usage_error(error),
+    };
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
         .with_env_filter(
@@ -248,28 +230,37 @@ fn main() -> ExitCode {
             return ExitCode::from(exit::HOST);
         }
     };
-    let json = cli.json;
-    match runtime.block_on(run_command(cli)) {
+    let out = Printer::new(cli.json);
+    match runtime.block_on(run_command(cli, &out)) {
         Ok(code) => ExitCode::from(code),
         Err(failure) => {
-            if json {
-                println!("{}", json!({"error": failure.error}));
-            } else {
-                let message = failure.error["message"].as_str().unwrap_or("unknown error");
-                eprintln!("error: {message}");
-                if let Some(run_id) = failure.error["run_id"].as_str() {
-                    eprintln!("the run goes on: follow it with `heygen-agent poll {run_id}`");
-                }
-            }
+            out.failure(&failure);
             ExitCode::from(failure.code)
         }
     }
 }
 
-async fn run_command(cli: Cli) -> Result<u8, Failure> {
-    let out = Printer { json: cli.json };
+/// A command line clap refused: as clap prints it, or as one JSON error object when `--json`
+/// was asked for; exit 2 either way. `--help` and `--version` also arrive here, and print
+/// and exit 0 as usual.
+fn usage_error(error: clap::Error) -> ExitCode {
+    let wants_json = std::env::args_os().any(|a| a == "--json");
+    if error.exit_code() == 0 || !wants_json {
+        error.exit();
+    }
+    let text = error.render().to_string();
+    let first = text.lines().next().unwrap_or("invalid command line");
+    let message = first.strip_prefix("error: ").unwrap_or(first);
+    println!(
+        "{}",
+        json!({"error": {"kind": "usage", "message": format!("{message}: see --help")}})
+    );
+    ExitCode::from(exit::USAGE)
+}
+
+async fn run_command(cli: Cli, out: &Printer) -> Result<u8, Failure> {
     match cli.command {
-        Command::Emulator { addr } => serve_emulator(addr, &out).await,
+        Command::Emulator { addr } => serve_emulator(addr, out).await,
         Command::Bench { calls } => {
             host_test::bench::run(calls).await.map_err(Failure::host)?;
             Ok(exit::OK)
@@ -277,175 +268,138 @@ async fn run_command(cli: Cli) -> Result<u8, Failure> {
         Command::VerifyCallback {
             body_file,
             signature,
-        } => verify_callback(&body_file, &signature, &out).await,
+        } => verify_callback(&body_file, &signature, out).await,
         Command::Listen {
             addr,
             out: file,
             max_body_bytes,
-        } => listen(addr, file, max_body_bytes, &out).await,
-        Command::Poll { run_id } => {
-            let (runtime, _emulator) = connect(cli.emulator).await?;
-            let run = runtime
-                .poll_run(&run_id)
-                .await
-                .map_err(|e| Failure::call(&e))?;
-            out.run(&run);
+        } => listen(addr, file, max_body_bytes, out).await,
+        Command::Estimate { seconds } => {
+            if out.json {
+                println!("{}", estimate::estimate_json(seconds));
+            } else {
+                println!("{}", estimate::rule(seconds));
+            }
             Ok(exit::OK)
         }
-        Command::Create { video } => {
-            let (request, options) = video.into_request()?;
-            let (runtime, _emulator) = connect(cli.emulator).await?;
-            let run = runtime
-                .create_run(&request, &options)
-                .await
-                .map_err(|e| Failure::call(&e))?;
-            out.run(&run);
+        Command::Completions { shell } => {
+            let mut command = Cli::command();
+            clap_complete::generate(shell, &mut command, "heygen-agent", &mut std::io::stdout());
             Ok(exit::OK)
         }
+        Command::Create { video } => create(video, cli.emulator, out).await,
         Command::Run {
             video,
-            poll_interval,
-            timeout,
+            waiting,
+            no_wait,
+            download,
         } => {
-            let (request, options) = video.into_request()?;
-            let fixed = poll_interval
-                .map(checked_seconds("--poll-interval"))
-                .transpose()?;
-            let timeout = checked_seconds("--timeout")(timeout)?;
-            let (runtime, emulator) = connect(cli.emulator).await?;
-            let schedule =
-                PollSchedule::new(fixed.or(emulator.as_ref().map(|_| Duration::from_millis(500))));
-            let outcome = follow(&runtime, &request, &options, schedule, timeout, &out).await;
-            // The built-in emulator lives in this process: let its callbacks go out first.
-            if let Some(emulator) = &emulator {
-                emulator.settle_callbacks(Duration::from_secs(10)).await;
+            if no_wait {
+                create(video, cli.emulator, out).await
+            } else {
+                run(video, waiting, download.as_deref(), cli.emulator, out).await
             }
-            outcome
+        }
+        Command::Poll {
+            run_id,
+            wait,
+            waiting,
+            download,
+        } => {
+            poll(
+                &run_id,
+                wait,
+                waiting,
+                download.as_deref(),
+                cli.emulator,
+                out,
+            )
+            .await
         }
     }
 }
 
-fn checked_seconds(flag: &'static str) -> impl Fn(f64) -> Result<Duration, Failure> {
-    move |secs| {
-        if secs.is_finite() && secs > 0.0 && secs < 1e9 {
-            Ok(Duration::from_secs_f64(secs))
-        } else {
-            Err(Failure::usage(
-                "usage",
-                format!("{flag} must be a positive number of seconds, e.g. {flag} 10"),
-            ))
-        }
-    }
-}
-
-/// Creates the run, then polls it until it ends, the timeout passes or Ctrl-C.
-async fn follow(
-    runtime: &Runtime,
-    request: &VideoRequest,
-    options: &RunOptions,
-    mut schedule: PollSchedule,
-    timeout: Duration,
-    out: &Printer,
-) -> Result<u8, Failure> {
-    let started = Instant::now();
-    let mut run = runtime
-        .create_run(request, options)
+/// `create` and `run --no-wait`: make the run, print it, say how to follow it.
+async fn create(video: VideoArgs, use_emulator: bool, out: &Printer) -> Result<u8, Failure> {
+    let (request, options) = video.into_request()?;
+    let (runtime, emulator) = connect(use_emulator).await?;
+    let run = runtime
+        .create_run(&request, &options)
         .await
         .map_err(|e| Failure::call(&e))?;
-    out.progress(&format!(
-        "created run {} ({})",
-        run.id,
-        status_name(&run.status)
-    ));
-
-    let mut last_status = status_name(&run.status).to_string();
-    while !run.terminal {
-        if started.elapsed() >= timeout {
-            let mut failure = Failure {
-                code: exit::TIMED_OUT,
-                error: json!({
-                    "kind": "wait-timed-out",
-                    "message": format!("run {} did not finish within {timeout:?}", run.id),
-                }),
-            };
-            failure.error["run_id"] = json!(run.id);
-            return Err(failure);
-        }
-        let wait = schedule
-            .next()
-            .min(timeout.saturating_sub(started.elapsed()));
-        tokio::select! {
-            _ = tokio::time::sleep(wait) => {}
-            _ = tokio::signal::ctrl_c() => {
-                let mut failure = Failure {
-                    code: exit::INTERRUPTED,
-                    error: json!({
-                        "kind": "interrupted",
-                        "message": format!("stopped waiting for run {}", run.id),
-                    }),
-                };
-                failure.error["run_id"] = json!(run.id);
-                return Err(failure);
-            }
-        }
-        match runtime.poll_run(&run.id).await {
-            Ok(now) => run = now,
-            // The component already retried; a passing outage must not lose the run.
-            Err(CallError::Run(e))
-                if !host_test::json::error_kind(&e).starts_with("permanent-") =>
-            {
-                out.progress(&format!(
-                    "still waiting: {}",
-                    host_test::json::error_message(&e)
-                ));
-                continue;
-            }
-            Err(e) => {
-                let mut failure = Failure::call(&e);
-                failure.error["run_id"] = json!(run.id);
-                return Err(failure);
-            }
-        }
-        let status = status_name(&run.status);
-        if status != last_status {
-            out.progress(&format!(
-                "[{:>5.1}s] {status}",
-                started.elapsed().as_secs_f64()
-            ));
-            last_status = status.to_string();
-        }
-    }
-
     out.run(&run);
-    Ok(match run.status {
-        Status::Succeeded | Status::PartialSucceeded => exit::OK,
-        _ => exit::RUN_FAILED,
-    })
+    if emulator.is_some() {
+        out.note(
+            "the built-in emulator stops with this command, and the run with it: use \
+             `heygen-agent run --emulator` to follow a run there",
+        );
+    } else {
+        out.note(&format!(
+            "follow it with `heygen-agent poll --wait {}`",
+            run.id
+        ));
+    }
+    Ok(exit::OK)
 }
 
-/// When to poll next: gentle at first, then backing off while a long video renders
-/// (HeyGen takes 5 to 10 times the video's length).
-struct PollSchedule {
-    fixed: Option<Duration>,
-    next: Duration,
+/// `run`: create the run, follow it, print how it ended and save its files if asked.
+async fn run(
+    video: VideoArgs,
+    waiting: WaitArgs,
+    download: Option<&Path>,
+    use_emulator: bool,
+    out: &Printer,
+) -> Result<u8, Failure> {
+    let (request, options) = video.into_request()?;
+    // Checked before the run is created, so that a typo costs nothing.
+    let dir = download.map(download::prepare_dir).transpose()?;
+    let (runtime, emulator) = connect(use_emulator).await?;
+    let mut waiting = waiting.waiting(emulator.as_ref());
+
+    let mut session = Session::new(&runtime, out, emulator.is_some());
+    let outcome = async {
+        let run = session.create(&request, &options).await?;
+        let run = session.wait(run, &mut waiting).await?;
+        session.finish(run, dir.as_deref()).await
+    }
+    .await;
+    // The built-in emulator lives in this process: let its callbacks go out first, unless
+    // the user asked to stop.
+    let interrupted = matches!(&outcome, Err(f) if f.code == exit::INTERRUPTED);
+    if let (Some(emulator), false) = (&emulator, interrupted) {
+        emulator.settle_callbacks(Duration::from_secs(10)).await;
+    }
+    outcome
 }
 
-impl PollSchedule {
-    fn new(fixed: Option<Duration>) -> Self {
-        Self {
-            fixed,
-            next: Duration::from_secs(5),
-        }
+/// `poll`: read the run once, or follow it with `--wait`; save its files if asked.
+async fn poll(
+    run_id: &str,
+    wait: bool,
+    waiting: WaitArgs,
+    download: Option<&Path>,
+    use_emulator: bool,
+    out: &Printer,
+) -> Result<u8, Failure> {
+    if !wait && waiting.given() {
+        return Err(Failure::usage(
+            "usage",
+            "--timeout and --poll-interval only apply with --wait: add --wait, or leave them out",
+        ));
     }
+    let dir = download.map(download::prepare_dir).transpose()?;
+    let (runtime, emulator) = connect(use_emulator).await?;
+    let mut waiting = waiting.waiting(emulator.as_ref());
 
-    fn next(&mut self) -> Duration {
-        if let Some(fixed) = self.fixed {
-            return fixed;
-        }
-        let now = self.next;
-        self.next = (self.next.mul_f64(1.5)).min(Duration::from_secs(30));
-        now
+    let mut session = Session::new(&runtime, out, emulator.is_some());
+    let mut run = session.look(run_id).await?;
+    if wait {
+        run = session.wait(run, &mut waiting).await?;
+    } else if dir.is_none() {
+        session.finish(run, None).await?;
+        return Ok(exit::OK);
     }
+    session.finish(run, dir.as_deref()).await
 }
 
 /// Starts the runtime against the emulator or the real API.
@@ -473,8 +427,18 @@ async fn connect(use_emulator: bool) -> Result<(Runtime, Option<Emulator>), Fail
             config.env.push((name.into(), value));
         }
     }
-    let runtime = Runtime::embedded(config).map_err(Failure::host)?;
+    let runtime = Runtime::embedded(for_the_tool(config)).map_err(Failure::host)?;
     Ok((runtime, emulator))
+}
+
+/// The tool makes a few calls at a time, and starts often: a small pool, and the compiled
+/// component cached on disk so later starts skip compilation.
+fn for_the_tool(config: RuntimeConfig) -> RuntimeConfig {
+    RuntimeConfig {
+        max_concurrent_calls: 8,
+        cache_dir: RuntimeConfig::default_cache_dir(),
+        ..config
+    }
 }
 
 /// The callback secrets from the environment: the current one, then the previous one.
@@ -498,26 +462,22 @@ fn callback_secrets() -> Result<Vec<String>, Failure> {
 
 /// A runtime for the callback functions, which make no requests.
 fn offline_runtime() -> Result<Runtime, Failure> {
-    Runtime::embedded(RuntimeConfig::new("", DEFAULT_BASE_URL)).map_err(Failure::host)
+    Runtime::embedded(for_the_tool(RuntimeConfig::new("", DEFAULT_BASE_URL))).map_err(Failure::host)
 }
 
-async fn verify_callback(
-    body_file: &std::path::Path,
-    signature: &str,
-    out: &Printer,
-) -> Result<u8, Failure> {
+async fn verify_callback(body_file: &Path, signature: &str, out: &Printer) -> Result<u8, Failure> {
     let secrets = callback_secrets()?;
     let body = std::fs::read(body_file).map_err(|e| {
         Failure::usage("usage", format!("--body-file {}: {e}", body_file.display()))
     })?;
     let runtime = offline_runtime()?;
 
-    let refused = |e: &host_test::runtime::CallbackError| Failure {
-        code: exit::REJECTED,
-        error: json!({
-            "kind": host_test::json::callback_error_kind(e),
-            "message": host_test::json::callback_error_message(e),
-        }),
+    let refused = |e: &host_test::runtime::CallbackError| {
+        Failure::new(
+            exit::REJECTED,
+            host_test::json::callback_error_kind(e),
+            host_test::json::callback_error_message(e),
+        )
     };
     let index = runtime
         .verify_signature(&body, signature, &secrets)
@@ -549,7 +509,7 @@ async fn verify_callback(
 
 async fn listen(
     addr: std::net::SocketAddr,
-    file: std::path::PathBuf,
+    file: PathBuf,
     max_body: usize,
     out: &Printer,
 ) -> Result<u8, Failure> {
@@ -618,104 +578,4 @@ async fn serve_emulator(addr: std::net::SocketAddr, out: &Printer) -> Result<u8,
         .context("waiting for Ctrl-C")
         .map_err(Failure::host)?;
     Ok(exit::OK)
-}
-
-impl VideoArgs {
-    fn into_request(self) -> Result<(VideoRequest, RunOptions), Failure> {
-        let prompt = match (self.prompt, self.prompt_file) {
-            (Some(prompt), _) => prompt,
-            (None, Some(path)) if path.as_os_str() == "-" => read_stdin()?,
-            (None, Some(path)) => std::fs::read_to_string(&path).map_err(|e| {
-                Failure::usage("usage", format!("--prompt-file {}: {e}", path.display()))
-            })?,
-            (None, None) if !std::io::stdin().is_terminal() => read_stdin()?,
-            (None, None) => {
-                return Err(Failure::usage(
-                    "usage",
-                    "no prompt: give it as an argument, with --prompt-file, or on stdin",
-                ))
-            }
-        };
-
-        let mut metadata = serde_json::Map::new();
-        for pair in &self.metadata {
-            let Some((key, value)) = pair.split_once('=').filter(|(k, _)| !k.is_empty()) else {
-                return Err(Failure::usage(
-                    "usage",
-                    format!(
-                        "--metadata `{pair}` must be KEY=VALUE, e.g. --metadata campaign=winter"
-                    ),
-                ));
-            };
-            metadata.insert(key.into(), json!(value));
-        }
-
-        let request = VideoRequest {
-            prompt: prompt.trim_end_matches(['\n', '\r']).to_string(),
-            orientation: self.orientation.map(|o| match o {
-                OrientationArg::Landscape => Orientation::Landscape,
-                OrientationArg::Portrait => Orientation::Portrait,
-            }),
-            avatar: self.avatar,
-            voice: self.voice,
-            style_id: self.style_id,
-            file_urls: self.file_urls,
-            incognito_mode: self.incognito.then_some(true),
-        };
-        let options = RunOptions {
-            callback_url: self.callback_url,
-            metadata: (!metadata.is_empty()).then(|| Value::Object(metadata).to_string()),
-            // A reference on every create lets a create whose answer is lost be found again.
-            client_ref: Some(
-                self.client_ref
-                    .unwrap_or_else(|| format!("cli-{}", uuid::Uuid::now_v7())),
-            ),
-        };
-        Ok((request, options))
-    }
-}
-
-fn read_stdin() -> Result<String, Failure> {
-    let mut prompt = String::new();
-    std::io::stdin()
-        .read_to_string(&mut prompt)
-        .map_err(|e| Failure::usage("usage", format!("reading the prompt from stdin: {e}")))?;
-    Ok(prompt)
-}
-
-/// Prints progress to stderr (text mode only) and results to stdout.
-struct Printer {
-    json: bool,
-}
-
-impl Printer {
-    fn progress(&self, line: &str) {
-        if !self.json {
-            eprintln!("{line}");
-        }
-    }
-
-    fn run(&self, run: &Run) {
-        if self.json {
-            println!("{}", run_json(run));
-            return;
-        }
-        println!("run:     {}", run.id);
-        println!("status:  {}", status_name(&run.status));
-        for output in &run.outputs {
-            let kind = output.media_type.as_deref().unwrap_or("file");
-            println!("{kind:<8} {}", output.url);
-        }
-        if let Some(seconds) = run.video_seconds {
-            println!("length:  {seconds} s");
-        }
-        if let Some(cost) = &run.cost {
-            println!("cost:    ${cost}");
-        }
-        if let Some(failure) = &run.failure {
-            let code = failure.code.as_deref().unwrap_or("unknown");
-            let message = failure.message.as_deref().unwrap_or("");
-            println!("failure: {code} {message}");
-        }
-    }
 }

@@ -1,20 +1,148 @@
-//! The command-line tool, driven as a user would drive it.
+//! The command-line tool, driven as a user would drive it: the built binary, its arguments,
+//! environment, exit codes and output, against an emulator on 127.0.0.1.
 
-use std::process::{Command, Output};
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
 
-use serde_json::Value;
+use host_test::emulator::{Emulator, EmulatorConfig, Ending, Fault};
+use serde_json::{json, Value};
 
-fn heygen_agent(args: &[&str], env: &[(&str, &str)]) -> Output {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_heygen-agent"));
+const BIN: &str = env!("CARGO_BIN_EXE_heygen-agent");
+
+/// A short emulator step, so a run ends in well under a second.
+const STEP_MS: &str = "40";
+
+/// The tool with nothing from this environment that could reach a real API.
+fn command(args: &[&str], env: &[(&str, &str)]) -> Command {
+    let mut command = Command::new(BIN);
     command
         .args(args)
         .env_remove("RUNFLOW_API_KEY")
         .env_remove("RUNFLOW_BASE_URL")
-        .env("HEYGEN_EMULATOR_STEP_MS", "40");
+        .env_remove("NO_COLOR")
+        .env("HEYGEN_EMULATOR_STEP_MS", STEP_MS);
     for (name, value) in env {
         command.env(name, value);
     }
-    command.output().expect("running heygen-agent")
+    command
+}
+
+fn heygen_agent(args: &[&str], env: &[(&str, &str)]) -> Output {
+    command(args, env).output().expect("running heygen-agent")
+}
+
+/// The tool pointed at an emulator running in this test, without blocking its runtime.
+async fn against(emulator: &Emulator, args: &[&str]) -> Output {
+    async_command(emulator, args)
+        .output()
+        .await
+        .expect("running heygen-agent")
+}
+
+fn async_command(emulator: &Emulator, args: &[&str]) -> tokio::process::Command {
+    let mut command = tokio::process::Command::from(command(
+        args,
+        &[
+            ("RUNFLOW_BASE_URL", emulator.base_url()),
+            ("RUNFLOW_API_KEY", emulator.api_key()),
+        ],
+    ));
+    command.stdin(Stdio::null()).kill_on_drop(true);
+    command
+}
+
+async fn emulator() -> Emulator {
+    Emulator::start(EmulatorConfig {
+        step: Duration::from_millis(40),
+        ..EmulatorConfig::default()
+    })
+    .await
+    .expect("starting the emulator")
+}
+
+/// `heygen-agent emulator` in its own process, as a user would start it; killed on drop.
+struct EmulatorProcess {
+    child: Child,
+    base_url: String,
+    api_key: String,
+}
+
+impl EmulatorProcess {
+    fn start(step_ms: u64) -> Self {
+        let mut child = command(
+            &["emulator", "--json", "--addr", "127.0.0.1:0"],
+            &[("HEYGEN_EMULATOR_STEP_MS", &step_ms.to_string())],
+        )
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("starting heygen-agent emulator");
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().expect("piped stdout"))
+            .read_line(&mut line)
+            .expect("reading the emulator's first line");
+        let first: Value = serde_json::from_str(&line).expect("a JSON first line");
+        Self {
+            child,
+            base_url: first["base_url"].as_str().expect("base_url").into(),
+            api_key: first["api_key"].as_str().expect("api_key").into(),
+        }
+    }
+
+    fn env(&self) -> [(&str, &str); 2] {
+        [
+            ("RUNFLOW_BASE_URL", self.base_url.as_str()),
+            ("RUNFLOW_API_KEY", self.api_key.as_str()),
+        ]
+    }
+
+    fn run(&self, args: &[&str]) -> Output {
+        heygen_agent(args, &self.env())
+    }
+}
+
+impl Drop for EmulatorProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn stdout_json(out: &Output) -> Value {
+    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!(
+            "one JSON object on stdout ({e}): {}\nstderr: {}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        )
+    })
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+/// The body of the one create request the emulator received.
+fn create_body(emulator: &Emulator) -> Value {
+    let creates: Vec<Value> = emulator
+        .requests()
+        .iter()
+        .filter(|r| r.method == "POST" && r.path.ends_with("/runs"))
+        .filter_map(|r| r.json())
+        .collect();
+    assert_eq!(creates.len(), 1, "{creates:?}");
+    creates[0].clone()
+}
+
+/// Sends SIGINT to a child this test started, by its id.
+fn interrupt(pid: u32) {
+    let status = Command::new("kill")
+        .args(["-INT", &pid.to_string()])
+        .status()
+        .expect("running kill");
+    assert!(status.success());
 }
 
 #[test]
@@ -31,12 +159,8 @@ fn run_with_the_emulator_ends_succeeded_with_a_video_url() {
         &[],
     );
 
-    assert!(
-        out.status.success(),
-        "stderr: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let run: Value = serde_json::from_slice(&out.stdout).expect("one JSON object on stdout");
+    assert!(out.status.success(), "stderr: {}", text(&out.stderr));
+    let run = stdout_json(&out);
     assert_eq!(run["status"], "succeeded");
     assert_eq!(run["terminal"], true);
     let url = run["outputs"][0]["url"].as_str().unwrap();
@@ -50,7 +174,7 @@ fn run_with_the_emulator_ends_succeeded_with_a_video_url() {
 fn without_a_key_or_the_emulator_it_names_both_ways_forward() {
     let out = heygen_agent(&["run", "A cat explains taxes"], &[]);
 
-    let stderr = String::from_utf8_lossy(&out.stderr);
+    let stderr = text(&out.stderr);
     assert_eq!(out.status.code(), Some(2));
     assert!(stderr.contains("RUNFLOW_API_KEY"), "{stderr}");
     assert!(stderr.contains("--emulator"), "{stderr}");
@@ -60,9 +184,685 @@ fn without_a_key_or_the_emulator_it_names_both_ways_forward() {
 fn json_errors_name_the_wit_case() {
     let out = heygen_agent(&["create", "--emulator", "--json", "   "], &[]);
 
-    let body: Value = serde_json::from_slice(&out.stdout).expect("one JSON object on stdout");
+    let body = stdout_json(&out);
     assert_eq!(out.status.code(), Some(2));
     assert_eq!(body["error"]["kind"], "permanent-invalid-request");
     assert_eq!(body["error"]["field"], "request.prompt");
     assert_eq!(body["error"]["retryable"], false);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_option_reaches_the_request_body() {
+    let emulator = emulator().await;
+    let callback = format!("{}/hooks/runflow", emulator.base_url());
+
+    let out = against(
+        &emulator,
+        &[
+            "create",
+            "--json",
+            "--orientation",
+            "portrait",
+            "--avatar",
+            "Daphne",
+            "--voice",
+            "Aria",
+            "--style",
+            "style_noir_detective",
+            "--file-url",
+            "https://assets.example.com/logo.png",
+            "--file-url",
+            "https://assets.example.com/brief.pdf",
+            "--incognito",
+            "--metadata",
+            "campaign=winter",
+            "--metadata",
+            "team=growth=2",
+            "--client-ref",
+            "order-4711",
+            "--callback-url",
+            &callback,
+            "A 20-second teaser for our winter sale",
+        ],
+    )
+    .await;
+
+    assert!(out.status.success(), "stderr: {}", text(&out.stderr));
+    let body = create_body(&emulator);
+    assert_eq!(
+        body["input"],
+        json!({
+            "prompt": "A 20-second teaser for our winter sale",
+            "orientation": "portrait",
+            "avatar": "Daphne",
+            "voice": "Aria",
+            "style_id": "style_noir_detective",
+            "file_urls": [
+                "https://assets.example.com/logo.png",
+                "https://assets.example.com/brief.pdf"
+            ],
+            "incognito_mode": true,
+        })
+    );
+    assert_eq!(
+        body["metadata"],
+        json!({"campaign": "winter", "team": "growth=2"})
+    );
+    assert_eq!(body["client_ref"], "order-4711");
+    assert_eq!(body["callback_url"], callback.as_str());
+    let run = stdout_json(&out);
+    assert_eq!(run["client_ref"], "order-4711");
+    assert_eq!(run["metadata"]["campaign"], "winter");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_prompt_comes_from_a_file_or_from_stdin() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("prompt.txt");
+    std::fs::write(&file, "A tour of our bakery\n").unwrap();
+
+    let emulator = emulator().await;
+    let out = against(
+        &emulator,
+        &["create", "--prompt-file", file.to_str().unwrap()],
+    )
+    .await;
+    assert!(out.status.success(), "stderr: {}", text(&out.stderr));
+    assert_eq!(
+        create_body(&emulator)["input"]["prompt"],
+        "A tour of our bakery"
+    );
+
+    let emulator = self::emulator().await;
+    let mut child = async_command(&emulator, &["create"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    tokio::io::AsyncWriteExt::write_all(&mut stdin, b"A cat explains compound interest\n")
+        .await
+        .unwrap();
+    drop(stdin);
+    let out = child.wait_with_output().await.unwrap();
+    assert!(out.status.success(), "stderr: {}", text(&out.stderr));
+    assert_eq!(
+        create_body(&emulator)["input"]["prompt"],
+        "A cat explains compound interest"
+    );
+}
+
+#[test]
+fn usage_errors_exit_2_with_and_without_json() {
+    let cases: [&[&str]; 7] = [
+        &["run", "--emulator", "--timeout", "5x", "p"],
+        &["run", "--emulator", "--poll-interval", "0", "p"],
+        &["run", "--emulator", "--metadata", "novalue", "p"],
+        &["run", "--emulator", "--no-wait", "--download", "out", "p"],
+        &["poll", "--emulator", "--timeout", "3s", "some-run"],
+        &["estimate", "--seconds", "0"],
+        &["estimate", "--seconds", "thirty"],
+    ];
+    for args in cases {
+        let out = heygen_agent(args, &[]);
+        assert_eq!(
+            out.status.code(),
+            Some(2),
+            "{args:?}: {}",
+            text(&out.stderr)
+        );
+        assert!(!text(&out.stderr).is_empty(), "{args:?}");
+
+        let mut with_json = args.to_vec();
+        with_json.push("--json");
+        let out = heygen_agent(&with_json, &[]);
+        assert_eq!(out.status.code(), Some(2), "{with_json:?}");
+        let error = &stdout_json(&out)["error"];
+        assert_eq!(error["kind"], "usage", "{with_json:?}");
+        assert!(error["message"].as_str().is_some_and(|m| !m.is_empty()));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_run_exits_3_in_text_and_in_json() {
+    let emulator = emulator().await;
+
+    emulator.script_create(Fault::End(Ending::Fail));
+    let out = against(
+        &emulator,
+        &["run", "--poll-interval", "20ms", "A doomed video"],
+    )
+    .await;
+    let stdout = text(&out.stdout);
+    assert_eq!(out.status.code(), Some(3), "stderr: {}", text(&out.stderr));
+    assert!(stdout.contains("failed"), "{stdout}");
+    assert!(stdout.contains("PROVIDER_ERROR"), "{stdout}");
+
+    emulator.script_create(Fault::End(Ending::Fail));
+    let out = against(
+        &emulator,
+        &["run", "--json", "--poll-interval", "20ms", "A doomed video"],
+    )
+    .await;
+    assert_eq!(out.status.code(), Some(3));
+    let run = stdout_json(&out);
+    assert_eq!(run["status"], "failed");
+    assert_eq!(run["failure"]["code"], "PROVIDER_ERROR");
+}
+
+#[test]
+fn a_refused_key_exits_5_and_is_never_printed() {
+    let emulator = EmulatorProcess::start(40);
+    let key = "rf_live_do_not_print_me_4711";
+    let env = [
+        ("RUNFLOW_BASE_URL", emulator.base_url.as_str()),
+        ("RUNFLOW_API_KEY", key),
+    ];
+
+    for json in [false, true] {
+        let mut args = vec!["run", "A cat explains taxes"];
+        if json {
+            args.push("--json");
+        }
+        let out = heygen_agent(&args, &env);
+        let (stdout, stderr) = (text(&out.stdout), text(&out.stderr));
+        assert_eq!(out.status.code(), Some(5), "{stdout}{stderr}");
+        assert!(
+            !stdout.contains(key) && !stderr.contains(key),
+            "{stdout}{stderr}"
+        );
+        assert!(stdout.contains("permanent-unauthorized") || stderr.contains("401"));
+    }
+}
+
+#[test]
+fn estimate_states_the_rule_and_the_price() {
+    let out = heygen_agent(&["estimate", "--seconds", "30"], &[]);
+    assert!(out.status.success());
+    assert_eq!(text(&out.stdout).trim(), "30 s × $0.034/s = $1.02");
+
+    let out = heygen_agent(&["estimate", "--json", "--seconds", "45"], &[]);
+    assert!(out.status.success());
+    let estimate = stdout_json(&out);
+    assert_eq!(estimate["seconds"], 45);
+    assert_eq!(estimate["price_per_second_usd"], 0.034);
+    assert_eq!(estimate["estimate_usd"], 1.53);
+    assert_eq!(estimate["rule"], "45 s × $0.034/s = $1.53");
+}
+
+#[test]
+fn no_wait_returns_at_once_and_poll_follows_the_run() {
+    let emulator = EmulatorProcess::start(300);
+
+    let out = emulator.run(&["run", "--no-wait", "--json", "A product tour of our app"]);
+    assert!(out.status.success(), "stderr: {}", text(&out.stderr));
+    let created = stdout_json(&out);
+    assert_eq!(created["terminal"], false);
+    let id = created["id"].as_str().expect("the run id").to_string();
+
+    let out = emulator.run(&["poll", "--json", &id]);
+    assert!(out.status.success());
+    assert_eq!(stdout_json(&out)["id"], id.as_str());
+
+    let out = emulator.run(&["poll", "--wait", "--poll-interval", "50ms", &id]);
+    let (stdout, stderr) = (text(&out.stdout), text(&out.stderr));
+    assert!(out.status.success(), "{stderr}");
+    assert!(
+        stdout.contains(&id) && stdout.contains("succeeded"),
+        "{stdout}"
+    );
+    assert!(stderr.contains("succeeded in"), "{stderr}");
+}
+
+#[test]
+fn a_timeout_exits_4_and_keeps_the_run_id_in_text_and_json() {
+    let emulator = EmulatorProcess::start(5000);
+
+    let out = emulator.run(&["run", "--timeout", "300ms", "A slow video"]);
+    let stderr = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(4), "{stderr}");
+    let id = created_id(&stderr);
+    assert!(stderr.contains("did not finish within"), "{stderr}");
+    assert!(
+        stderr.contains(&format!("heygen-agent poll --wait {id}")),
+        "{stderr}"
+    );
+
+    let out = emulator.run(&["run", "--json", "--timeout", "0.3", "A slow video"]);
+    assert_eq!(out.status.code(), Some(4));
+    let error = &stdout_json(&out)["error"];
+    assert_eq!(error["kind"], "wait-timed-out");
+    let id = error["run_id"].as_str().expect("the run id");
+    assert!(emulator.run(&["poll", id]).status.success());
+}
+
+/// The id from the `created run <id> (...)` line.
+fn created_id(stderr: &str) -> String {
+    let line = stderr
+        .lines()
+        .find_map(|l| l.strip_prefix("created run "))
+        .unwrap_or_else(|| panic!("no `created run` line: {stderr}"));
+    line.split_whitespace().next().unwrap().to_string()
+}
+
+#[test]
+fn ctrl_c_while_waiting_exits_130_and_says_how_to_follow_the_run() {
+    let emulator = EmulatorProcess::start(10_000);
+    let mut child = command(&["run", "A long video"], &emulator.env())
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+
+    let mut stderr = BufReader::new(child.stderr.take().unwrap());
+    let mut seen = String::new();
+    while !seen.contains("created run ") {
+        let mut line = String::new();
+        assert!(stderr.read_line(&mut line).unwrap() > 0, "{seen}");
+        seen.push_str(&line);
+    }
+    interrupt(child.id());
+    let status = wait_at_most(&mut child, Duration::from_secs(20));
+    let mut rest = String::new();
+    std::io::Read::read_to_string(&mut stderr, &mut rest).unwrap();
+    seen.push_str(&rest);
+
+    assert_eq!(status.code(), Some(130), "{seen}");
+    let id = created_id(&seen);
+    assert!(seen.contains("goes on"), "{seen}");
+    assert!(
+        seen.contains(&format!("heygen-agent poll --wait {id}")),
+        "{seen}"
+    );
+    assert!(seen.contains(&format!("heygen-agent poll {id}")), "{seen}");
+}
+
+fn wait_at_most(child: &mut Child, limit: Duration) -> std::process::ExitStatus {
+    let started = Instant::now();
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            return status;
+        }
+        if started.elapsed() > limit {
+            let _ = child.kill();
+            panic!("heygen-agent did not stop after Ctrl-C");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ctrl_c_with_json_prints_the_run_id() {
+    let emulator = Emulator::start(EmulatorConfig {
+        step: Duration::from_secs(10),
+        ..EmulatorConfig::default()
+    })
+    .await
+    .unwrap();
+    let child = async_command(
+        &emulator,
+        &["run", "--json", "--client-ref", "ctrl-c-1", "A long video"],
+    )
+    .stdout(Stdio::piped())
+    .stderr(Stdio::piped())
+    .spawn()
+    .unwrap();
+
+    let started = Instant::now();
+    while emulator.run_count() == 0 {
+        assert!(started.elapsed() < Duration::from_secs(30), "no run made");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    interrupt(child.id().unwrap());
+    let out = tokio::time::timeout(Duration::from_secs(20), child.wait_with_output())
+        .await
+        .expect("heygen-agent stops after Ctrl-C")
+        .unwrap();
+
+    assert_eq!(out.status.code(), Some(130), "{}", text(&out.stderr));
+    let error = &stdout_json(&out)["error"];
+    assert_eq!(error["kind"], "interrupted");
+    let id = error["run_id"].as_str().expect("the run id");
+    let run = get(
+        &format!("{}/v1/runs/{id}", emulator.base_url()),
+        Some(emulator.api_key()),
+    )
+    .await;
+    let run: Value = serde_json::from_slice(&run).unwrap();
+    assert_eq!(run["client_ref"], "ctrl-c-1");
+}
+
+/// A direct GET, as a browser would fetch the link.
+async fn get(url: &str, key: Option<&str>) -> Vec<u8> {
+    let client = reqwest::Client::builder().no_proxy().build().unwrap();
+    let mut request = client.get(url);
+    if let Some(key) = key {
+        request = request.bearer_auth(key);
+    }
+    let response = request.send().await.unwrap();
+    assert!(
+        response.status().is_success(),
+        "{url}: {}",
+        response.status()
+    );
+    response.bytes().await.unwrap().to_vec()
+}
+
+fn file_names(dir: &Path) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    names
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn download_saves_every_output_whole_under_the_run_id() {
+    let emulator = emulator().await;
+    let dir = tempfile::tempdir().unwrap();
+    let target = dir.path().join("videos");
+
+    let out = against(
+        &emulator,
+        &[
+            "run",
+            "--json",
+            "--poll-interval",
+            "20ms",
+            "--download",
+            target.to_str().unwrap(),
+            "A 30-second explainer about rooftop solar",
+        ],
+    )
+    .await;
+
+    assert!(out.status.success(), "stderr: {}", text(&out.stderr));
+    let run = stdout_json(&out);
+    let id = run["id"].as_str().unwrap();
+    let expected = [format!("{id}-1-video.mp4"), format!("{id}-2-image.jpg")];
+    assert_eq!(file_names(&target), expected);
+
+    let downloads = run["downloads"].as_array().expect("a downloads list");
+    assert_eq!(downloads.len(), 2);
+    for (download, name) in downloads.iter().zip(&expected) {
+        let served = get(download["url"].as_str().unwrap(), None).await;
+        let saved = std::fs::read(target.join(name)).unwrap();
+        assert!(served.len() > 256 * 1024, "{}", served.len());
+        assert_eq!(saved.len(), served.len(), "{name}");
+        assert!(
+            saved == served,
+            "{name} differs from what the emulator serves"
+        );
+        assert_eq!(download["bytes"], served.len());
+        assert_eq!(download["path"], target.join(name).to_str().unwrap());
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_broken_download_leaves_no_file_and_exits_7() {
+    let emulator = emulator().await;
+    let dir = tempfile::tempdir().unwrap();
+    let dir_arg = dir.path().to_str().unwrap();
+
+    emulator.script("GET", "/files/", Fault::Truncate);
+    let out = against(
+        &emulator,
+        &[
+            "run",
+            "--json",
+            "--poll-interval",
+            "20ms",
+            "--download",
+            dir_arg,
+            "A cut-off video",
+        ],
+    )
+    .await;
+    assert_eq!(out.status.code(), Some(7), "stderr: {}", text(&out.stderr));
+    let error = &stdout_json(&out)["error"];
+    assert_eq!(error["kind"], "download-failed");
+    assert_eq!(error["run"]["status"], "succeeded");
+    assert!(error["run_id"].is_string());
+    assert!(!error["message"].as_str().unwrap().contains("sig=emulated"));
+    assert_eq!(file_names(dir.path()), Vec::<String>::new());
+
+    emulator.script(
+        "GET",
+        "/files/",
+        Fault::Status {
+            status: 403,
+            body: b"expired".to_vec(),
+            retry_after: None,
+        },
+    );
+    let out = against(
+        &emulator,
+        &[
+            "run",
+            "--poll-interval",
+            "20ms",
+            "--download",
+            dir_arg,
+            "An expired link",
+        ],
+    )
+    .await;
+    let stderr = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(7), "{stderr}");
+    assert!(
+        stderr.contains("could not save output 1 (video)"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("HTTP 403"), "{stderr}");
+    assert_eq!(file_names(dir.path()), Vec::<String>::new());
+}
+
+#[test]
+fn poll_download_on_an_unfinished_run_exits_4_and_saves_nothing() {
+    let emulator = EmulatorProcess::start(5000);
+    let dir = tempfile::tempdir().unwrap();
+
+    let out = emulator.run(&["create", "--json", "A slow video"]);
+    let id = stdout_json(&out)["id"].as_str().unwrap().to_string();
+    let out = emulator.run(&["poll", "--download", dir.path().to_str().unwrap(), &id]);
+
+    let stderr = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(4), "{stderr}");
+    assert!(stderr.contains("nothing to download yet"), "{stderr}");
+    assert!(stderr.contains("poll --wait --download"), "{stderr}");
+    assert_eq!(file_names(dir.path()), Vec::<String>::new());
+}
+
+#[test]
+fn a_pipe_gets_plain_lines_without_decoration() {
+    let out = heygen_agent(
+        &[
+            "run",
+            "--emulator",
+            "--poll-interval",
+            "20ms",
+            "A cat explains taxes",
+        ],
+        &[],
+    );
+    let (stdout, stderr) = (text(&out.stdout), text(&out.stderr));
+
+    assert!(out.status.success(), "{stderr}");
+    assert!(stderr.contains("created run "), "{stderr}");
+    assert!(stderr.contains("succeeded in "), "{stderr}");
+    assert!(stdout.contains("status:   succeeded"), "{stdout}");
+    for output in [&stdout, &stderr] {
+        assert!(
+            !output.contains('\x1b'),
+            "escape codes on a pipe: {output:?}"
+        );
+        assert!(
+            !output.chars().any(is_spinner),
+            "a spinner on a pipe: {output}"
+        );
+    }
+}
+
+/// The braille characters indicatif's default spinner draws.
+fn is_spinner(c: char) -> bool {
+    ('\u{2800}'..='\u{28ff}').contains(&c)
+}
+
+/// Whether `text` holds an ANSI colour (SGR) sequence.
+fn has_colour(text: &str) -> bool {
+    text.split("\x1b[").skip(1).any(|rest| {
+        let code: String = rest
+            .chars()
+            .take_while(|c| c.is_ascii_digit() || *c == ';')
+            .collect();
+        rest[code.len()..].starts_with('m')
+    })
+}
+
+/// `text` without its ANSI colour (SGR) sequences.
+fn without_colour(text: &str) -> String {
+    let mut parts = text.split("\x1b[");
+    let mut out = parts.next().unwrap_or("").to_string();
+    for rest in parts {
+        let code = rest
+            .find(|c: char| !(c.is_ascii_digit() || c == ';'))
+            .unwrap_or(rest.len());
+        if rest[code..].starts_with('m') {
+            out.push_str(&rest[code + 1..]);
+        } else {
+            out.push_str("\x1b[");
+            out.push_str(rest);
+        }
+    }
+    out
+}
+
+/// Whether `text` shows an elapsed time such as `0.4s`.
+fn has_elapsed_seconds(text: &str) -> bool {
+    let bytes = text.as_bytes();
+    bytes
+        .windows(4)
+        .any(|w| w[0].is_ascii_digit() && w[1] == b'.' && w[2].is_ascii_digit() && w[3] == b's')
+}
+
+/// Runs the tool under a pseudo-terminal with `script` (util-linux), returning what the
+/// terminal showed; `None` where `script` is not installed.
+fn under_a_terminal(args: &str, env: &[(&str, &str)]) -> Option<(Option<i32>, String)> {
+    let present = Command::new("script").arg("--version").output();
+    if !present.is_ok_and(|o| o.status.success()) {
+        eprintln!("skipped: `script` (util-linux) is not installed");
+        return None;
+    }
+    assert!(!BIN.contains('\''), "{BIN}");
+    let line = format!("'{BIN}' {args}");
+    let mut script = Command::new("script");
+    script
+        .args(["-qfec", &line, "/dev/null"])
+        .env_remove("RUNFLOW_API_KEY")
+        .env_remove("RUNFLOW_BASE_URL")
+        .env_remove("NO_COLOR")
+        .env("TERM", "xterm-256color")
+        .env("HEYGEN_EMULATOR_STEP_MS", "300");
+    for (name, value) in env {
+        script.env(name, value);
+    }
+    let out = script.output().expect("running script");
+    Some((out.status.code(), text(&out.stdout)))
+}
+
+#[test]
+fn a_terminal_shows_a_live_status_line_and_a_summary() {
+    let Some((code, screen)) = under_a_terminal(
+        "run --emulator --poll-interval 50ms 'A 30-second explainer about rooftop solar'",
+        &[],
+    ) else {
+        return;
+    };
+
+    assert_eq!(code, Some(0), "{screen}");
+    assert!(has_colour(&screen), "no colour on a terminal: {screen:?}");
+    let screen = without_colour(&screen);
+    assert!(screen.chars().any(is_spinner), "no spinner: {screen}");
+    assert!(screen.contains("running"), "{screen}");
+    assert!(has_elapsed_seconds(&screen), "no elapsed time: {screen}");
+    assert!(screen.contains("created run "), "{screen}");
+    assert!(screen.contains("succeeded in "), "{screen}");
+    assert!(screen.contains("status:   succeeded"), "{screen}");
+}
+
+#[test]
+fn no_color_turns_colours_off_but_keeps_the_status_line() {
+    let Some((code, screen)) = under_a_terminal(
+        "run --emulator --poll-interval 50ms 'A cat explains taxes'",
+        &[("NO_COLOR", "1")],
+    ) else {
+        return;
+    };
+
+    assert_eq!(code, Some(0), "{screen}");
+    assert!(screen.contains("running"), "{screen}");
+    assert!(screen.chars().any(is_spinner), "no spinner: {screen}");
+    assert!(!has_colour(&screen), "colour despite NO_COLOR: {screen:?}");
+}
+
+#[test]
+fn json_on_a_terminal_prints_only_the_object() {
+    let Some((code, screen)) = under_a_terminal(
+        "--json run --emulator --poll-interval 50ms 'A cat explains taxes'",
+        &[],
+    ) else {
+        return;
+    };
+
+    assert_eq!(code, Some(0), "{screen}");
+    let run: Value = serde_json::from_str(screen.trim()).expect("only the JSON object");
+    assert_eq!(run["status"], "succeeded");
+}
+
+#[test]
+fn completions_are_generated_for_common_shells() {
+    for shell in ["bash", "zsh", "fish", "powershell", "elvish"] {
+        let out = heygen_agent(&["completions", shell], &[]);
+        let script = text(&out.stdout);
+        assert!(out.status.success(), "{shell}");
+        assert!(script.contains("heygen-agent"), "{shell}");
+        assert!(script.contains("estimate"), "{shell}");
+    }
+    assert_eq!(
+        heygen_agent(&["completions", "tcsh"], &[]).status.code(),
+        Some(2)
+    );
+}
+
+#[test]
+fn help_shows_examples_and_the_exit_codes() {
+    let out = heygen_agent(&["--help"], &[]);
+    let help = text(&out.stdout);
+    assert!(out.status.success());
+    for needle in [
+        "Examples:",
+        "Exit codes",
+        "130",
+        "NO_COLOR",
+        "estimate",
+        "completions",
+    ] {
+        assert!(help.contains(needle), "{needle}: {help}");
+    }
+    for command in [
+        "run",
+        "create",
+        "poll",
+        "estimate",
+        "completions",
+        "emulator",
+        "listen",
+    ] {
+        let out = heygen_agent(&[command, "--help"], &[]);
+        assert!(out.status.success(), "{command}");
+        assert!(text(&out.stdout).contains("Example"), "{command}");
+    }
 }

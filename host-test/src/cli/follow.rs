@@ -1,0 +1,334 @@
+//! Creating a run and following it to its end: the status line, the poll schedule, the
+//! timeout, Ctrl-C, and what is printed and saved once the run ends.
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use host_test::json::{error_kind, error_message, run_json, status_name};
+use host_test::runtime::{CallError, Run, RunOptions, Runtime, Status, VideoRequest};
+use tokio::sync::watch;
+
+use super::download::{self, DownloadFailed, Saved};
+use super::duration::format_duration;
+use super::output::{Printer, StatusLine};
+use super::{exit, Failure};
+
+/// Ctrl-C, listened for from the moment this is made so that no press is lost between two
+/// waits. From then on Ctrl-C no longer kills the process: every wait must watch for it.
+pub struct Interrupt {
+    pressed: watch::Receiver<bool>,
+}
+
+impl Interrupt {
+    /// Starts listening; needs a running tokio runtime.
+    pub fn listen() -> Self {
+        let (tx, pressed) = watch::channel(false);
+        #[cfg(unix)]
+        {
+            use tokio::signal::unix::{signal, SignalKind};
+            // Registered here and now, not on first poll as `ctrl_c()` would be.
+            if let Ok(mut interrupts) = signal(SignalKind::interrupt()) {
+                tokio::spawn(async move {
+                    if interrupts.recv().await.is_some() {
+                        let _ = tx.send(true);
+                    }
+                    // Keep the sender, so a stream that ends does not look like a press.
+                    std::future::pending::<()>().await;
+                });
+            }
+        }
+        #[cfg(not(unix))]
+        tokio::spawn(async move {
+            if tokio::signal::ctrl_c().await.is_ok() {
+                let _ = tx.send(true);
+            }
+            std::future::pending::<()>().await;
+        });
+        Self { pressed }
+    }
+
+    /// Resolves when Ctrl-C has been pressed (at once if it already was).
+    pub async fn pressed(&mut self) {
+        if self.pressed.wait_for(|pressed| *pressed).await.is_err() {
+            // Nobody is listening for the signal: it can never come.
+            std::future::pending::<()>().await;
+        }
+    }
+}
+
+/// When to poll next: gentle at first, then backing off while a long video renders
+/// (HeyGen takes 5 to 10 times the video's length).
+pub struct PollSchedule {
+    fixed: Option<Duration>,
+    next: Duration,
+}
+
+impl PollSchedule {
+    /// Every `fixed`, or 5 s growing by half each time up to 30 s.
+    pub fn new(fixed: Option<Duration>) -> Self {
+        Self {
+            fixed,
+            next: Duration::from_secs(5),
+        }
+    }
+
+    fn next(&mut self) -> Duration {
+        if let Some(fixed) = self.fixed {
+            return fixed;
+        }
+        let now = self.next;
+        self.next = (self.next.mul_f64(1.5)).min(Duration::from_secs(30));
+        now
+    }
+}
+
+/// How to wait for a run.
+pub struct Waiting {
+    pub schedule: PollSchedule,
+    /// How long to wait, counted from the start of the command; the run itself goes on.
+    pub timeout: Duration,
+}
+
+/// One command's work on one run, with its status line and Ctrl-C.
+pub struct Session<'a> {
+    runtime: &'a Runtime,
+    out: &'a Printer,
+    interrupt: Interrupt,
+    line: StatusLine,
+    /// The run lives in the built-in emulator, which stops with this command.
+    local: bool,
+    /// The run was followed here, so how it ended is news.
+    followed: bool,
+}
+
+impl<'a> Session<'a> {
+    /// Starts the status line and listens for Ctrl-C.
+    pub fn new(runtime: &'a Runtime, out: &'a Printer, local: bool) -> Self {
+        Self {
+            runtime,
+            out,
+            interrupt: Interrupt::listen(),
+            line: out.status_line(),
+            local,
+            followed: false,
+        }
+    }
+
+    /// Creates the run.
+    pub async fn create(
+        &mut self,
+        request: &VideoRequest,
+        options: &RunOptions,
+    ) -> Result<Run, Failure> {
+        self.line.show("creating run");
+        let created = tokio::select! {
+            created = self.runtime.create_run(request, options) => created,
+            () = self.interrupt.pressed() => {
+                self.line.clear();
+                let client_ref = options.client_ref.clone().unwrap_or_default();
+                return Err(Failure::new(
+                    exit::INTERRUPTED,
+                    "interrupted",
+                    "stopped while the run was being created: it may or may not exist",
+                )
+                .with("client_ref", client_ref.as_str())
+                .hint(format!(
+                    "run the command again with --client-ref {client_ref}: that finds the run \
+                     if it was made, instead of paying for a second one"
+                )));
+            }
+        };
+        let run = created.map_err(|e| {
+            self.line.clear();
+            Failure::call(&e)
+        })?;
+        self.line.created(&run.id, status_name(&run.status));
+        Ok(run)
+    }
+
+    /// Reads the run once.
+    pub async fn look(&mut self, run_id: &str) -> Result<Run, Failure> {
+        self.line.set_run(run_id);
+        self.line.show("reading run");
+        let polled = tokio::select! {
+            polled = self.runtime.poll_run(run_id) => polled,
+            () = self.interrupt.pressed() => {
+                self.line.clear();
+                return Err(Failure::new(exit::INTERRUPTED, "interrupted", "stopped before the run was read")
+                    .with("run_id", run_id));
+            }
+        };
+        let run = polled.map_err(|e| {
+            self.line.clear();
+            Failure::call(&e).with("run_id", run_id)
+        })?;
+        self.line.show(status_name(&run.status));
+        Ok(run)
+    }
+
+    /// Polls the run until it ends, the timeout passes or Ctrl-C.
+    pub async fn wait(&mut self, mut run: Run, waiting: &mut Waiting) -> Result<Run, Failure> {
+        self.followed = true;
+        self.line.follow();
+        let deadline = Instant::now() + waiting.timeout.saturating_sub(self.line.elapsed());
+        while !run.terminal {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return Err(self.stopped(
+                    exit::TIMED_OUT,
+                    "wait-timed-out",
+                    format!(
+                        "run {} did not finish within {}",
+                        run.id,
+                        format_duration(waiting.timeout)
+                    ),
+                    &run,
+                ));
+            }
+            let pause = waiting.schedule.next().min(left);
+            let polled = tokio::select! {
+                polled = async {
+                    tokio::time::sleep(pause).await;
+                    self.runtime.poll_run(&run.id).await
+                } => polled,
+                () = self.interrupt.pressed() => {
+                    let message = format!("stopped waiting for run {}", run.id);
+                    return Err(self.stopped(exit::INTERRUPTED, "interrupted", message, &run));
+                }
+            };
+            match polled {
+                Ok(now) => run = now,
+                // The component already retried; a passing outage must not lose the run.
+                Err(CallError::Run(e)) if !error_kind(&e).starts_with("permanent-") => {
+                    self.line
+                        .note(&format!("still waiting: {}", error_message(&e)));
+                    continue;
+                }
+                Err(e) => {
+                    self.line.clear();
+                    let hint = self.follow_hint(&run.id);
+                    return Err(Failure::call(&e).with("run_id", run.id.as_str()).hint(hint));
+                }
+            }
+            self.line.show(status_name(&run.status));
+        }
+        Ok(run)
+    }
+
+    /// Prints the run, saves its files into `dir` if asked, and gives the exit code.
+    pub async fn finish(&mut self, run: Run, dir: Option<&Path>) -> Result<u8, Failure> {
+        self.line.clear();
+        let code = match run.status {
+            Status::Succeeded | Status::PartialSucceeded => exit::OK,
+            _ => exit::RUN_FAILED,
+        };
+        let Some(dir) = dir else {
+            self.print_ended(&run);
+            return Ok(code);
+        };
+        if !run.terminal {
+            return Err(self.too_early(&run, dir));
+        }
+        if !self.out.json {
+            self.print_ended(&run);
+            if run.outputs.is_empty() {
+                self.out.note("no output files to save");
+            }
+        }
+        let saved = tokio::select! {
+            saved = download::save_outputs(&run, dir, self.out) => saved,
+            () = self.interrupt.pressed() => {
+                let failure = Failure::new(
+                    exit::INTERRUPTED,
+                    "interrupted",
+                    format!("stopped saving the files of run {}", run.id),
+                )
+                .with("run_id", run.id.as_str());
+                return Err(match self.retry_download_hint(&run.id, dir) {
+                    Some(hint) => failure.hint(hint),
+                    None => failure,
+                });
+            }
+        };
+        match saved {
+            Ok(saved) => {
+                self.out.run_with_downloads(&run, &saved);
+                Ok(code)
+            }
+            Err(failed) => Err(self.download_failed(&run, dir, failed)),
+        }
+    }
+
+    fn print_ended(&self, run: &Run) {
+        if self.followed {
+            self.out.headline(run, self.line.elapsed());
+        }
+        self.out.run(run);
+    }
+
+    /// A failure that leaves the run going on, with its id and how to follow it.
+    fn stopped(&self, code: u8, kind: &str, message: String, run: &Run) -> Failure {
+        self.line.clear();
+        Failure::new(code, kind, message)
+            .with("run_id", run.id.as_str())
+            .with("status", status_name(&run.status))
+            .hint(self.follow_hint(&run.id))
+    }
+
+    fn too_early(&self, run: &Run, dir: &Path) -> Failure {
+        let status = status_name(&run.status);
+        Failure::new(
+            exit::TIMED_OUT,
+            "not-finished",
+            format!(
+                "run {} is still {status}: there is nothing to download yet",
+                run.id
+            ),
+        )
+        .with("run_id", run.id.as_str())
+        .with("status", status)
+        .hint(format!(
+            "wait for it with `heygen-agent poll --wait --download {} {}`",
+            dir.display(),
+            run.id
+        ))
+    }
+
+    fn download_failed(&self, run: &Run, dir: &Path, failed: DownloadFailed) -> Failure {
+        let failure = Failure::new(exit::DOWNLOAD, "download-failed", failed.message)
+            .with("run_id", run.id.as_str())
+            .with("run", run_json(run))
+            .with(
+                "downloads",
+                failed.saved.iter().map(Saved::to_json).collect::<Vec<_>>(),
+            );
+        match self.retry_download_hint(&run.id, dir) {
+            Some(hint) => failure.hint(hint),
+            None => failure,
+        }
+    }
+
+    /// How to follow the run from another command.
+    fn follow_hint(&self, run_id: &str) -> String {
+        if self.local {
+            "the built-in emulator stops with this command, and its runs with it; against \
+             Runflow the run would go on, and `heygen-agent poll --wait <run-id>` follows it"
+                .into()
+        } else {
+            format!(
+                "the run goes on: follow it with `heygen-agent poll --wait {run_id}` \
+                 (or look once with `heygen-agent poll {run_id}`)"
+            )
+        }
+    }
+
+    /// How to fetch the files again, where that is possible.
+    fn retry_download_hint(&self, run_id: &str, dir: &Path) -> Option<String> {
+        (!self.local).then(|| {
+            format!(
+                "the run is done; fetch its files again with `heygen-agent poll --download {} {run_id}`",
+                dir.display()
+            )
+        })
+    }
+}
