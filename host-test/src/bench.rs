@@ -98,6 +98,15 @@ pub async fn run(calls: usize) -> anyhow::Result<()> {
         native.poll(&id).await?;
         baseline.push(started.elapsed());
     }
+    // The same instantiate-and-call path with no network, to split the component's cost.
+    let callback = include_bytes!("../../component/tests/fixtures/callback-succeeded.json");
+    let mut offline = Vec::with_capacity(calls);
+    for _ in 0..calls {
+        let started = Instant::now();
+        pooled.parse_event(callback).await?.map_err(|e| anyhow::anyhow!("{e:?}"))?;
+        offline.push(started.elapsed());
+    }
+    let offline = Series::of(offline);
     let (component, baseline) = (Series::of(component), Series::of(baseline));
     println!("## One poll, end to end ({calls} sequential calls each)\n");
     println!("| client | median | p99 |");
@@ -111,6 +120,11 @@ pub async fn run(calls: usize) -> anyhow::Result<()> {
         "| native Rust (reqwest, keep-alive) | {} | {} |",
         us(baseline.median),
         us(baseline.p99)
+    );
+    println!(
+        "| component, no network (instantiate + `parse-event` of a callback) | {} | {} |",
+        us(offline.median),
+        us(offline.p99)
     );
     println!(
         "| ratio component / native | {:.2}x | {:.2}x |\n",
