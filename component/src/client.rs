@@ -321,6 +321,57 @@ fn short_error(error: &RunError) -> String {
     }
 }
 
+/// Masks `secret` in every piece of text an error carries. Servers and gateways sometimes
+/// echo the request (its `Authorization` header included) in a code, a message, a field
+/// name or a body, and none of that may reach a log or a screen.
+pub fn redacted(error: RunError, secret: &str) -> RunError {
+    use crate::response::redact;
+    let r = |text: String| redact(&text, secret);
+    let api = |mut e: crate::wit::ApiError| {
+        e.code = e.code.map(r);
+        e.message = e.message.map(r);
+        e.body_excerpt = e.body_excerpt.map(r);
+        for p in &mut e.field_problems {
+            p.field = r(std::mem::take(&mut p.field));
+            p.problem = r(std::mem::take(&mut p.problem));
+        }
+        e
+    };
+    match error {
+        RunError::PermanentInvalidRequest(mut p) => {
+            p.problem = r(p.problem);
+            RunError::PermanentInvalidRequest(p)
+        }
+        RunError::PermanentBadConfiguration(m) => RunError::PermanentBadConfiguration(r(m)),
+        RunError::PermanentRequestDenied(m) => RunError::PermanentRequestDenied(r(m)),
+        RunError::PermanentBadRequest(e) => RunError::PermanentBadRequest(api(e)),
+        RunError::PermanentUnauthorized(e) => RunError::PermanentUnauthorized(api(e)),
+        RunError::PermanentInsufficientCredit(e) => RunError::PermanentInsufficientCredit(api(e)),
+        RunError::PermanentForbidden(e) => RunError::PermanentForbidden(api(e)),
+        RunError::PermanentNotFound(e) => RunError::PermanentNotFound(api(e)),
+        RunError::PermanentValidationFailed(e) => RunError::PermanentValidationFailed(api(e)),
+        RunError::PermanentRejected(e) => RunError::PermanentRejected(api(e)),
+        RunError::Conflict(e) => RunError::Conflict(api(e)),
+        RunError::RateLimited(e) => RunError::RateLimited(api(e)),
+        RunError::ModelUnavailable(e) => RunError::ModelUnavailable(api(e)),
+        RunError::ServerError(e) => RunError::ServerError(api(e)),
+        RunError::TransportFailed(mut t) => {
+            t.message = r(t.message);
+            RunError::TransportFailed(t)
+        }
+        RunError::InvalidResponse(m) => RunError::InvalidResponse(r(m)),
+        RunError::OutcomeUnknown(mut u) => {
+            u.message = r(u.message);
+            RunError::OutcomeUnknown(u)
+        }
+        RunError::PermanentOutcomeUnknown(mut u) => {
+            u.message = r(u.message);
+            RunError::PermanentOutcomeUnknown(u)
+        }
+        RunError::ExecutionFailed => RunError::ExecutionFailed,
+    }
+}
+
 /// Counts attempts and picks the wait before the next one.
 struct Backoff<'a> {
     policy: &'a RetryPolicy,
@@ -625,6 +676,25 @@ mod tests {
         let run = create_run(&mut io, &settings(), &video(), &with_ref(Some("order-1"))).unwrap();
 
         assert_eq!(run.id, "new");
+    }
+
+    #[test]
+    fn an_echoed_key_is_masked_everywhere_in_errors_in_any_case() {
+        let echo = r#"{"code":"SK_TEST_SECRET","message":"m",
+            "errors":[{"field":"sk_test_secret","message":"bad Bearer Sk_Test_Secret"}]}"#;
+        for answer_body in [echo, "garbage Bearer sk_test_secret"] {
+            let status = if answer_body == echo { 400 } else { 200 };
+            let mut io = FakeIo::new(vec![answer(status, answer_body)]);
+
+            let err = poll_run(&mut io, &settings(), "r").unwrap_err();
+            let text = format!("{:?}", redacted(err, "sk_test_secret"));
+
+            assert!(
+                !text.to_ascii_lowercase().contains("sk_test_secret"),
+                "{text}"
+            );
+            assert!(text.contains("[redacted]"), "{text}");
+        }
     }
 
     #[test]

@@ -7,8 +7,10 @@ use std::time::{Duration, Instant};
 use crate::config::Settings;
 
 /// The largest response body read, in bytes. Runs and error answers are a few KiB; a larger
-/// body is refused as soon as it passes this size, without being read whole.
-pub const MAX_BODY_BYTES: usize = 4 * 1024 * 1024;
+/// body is refused as soon as it passes this size, without being read whole. Parsing a body
+/// takes several times its size in memory, so this also keeps the guest far from its host's
+/// memory cap.
+pub const MAX_BODY_BYTES: usize = 1024 * 1024;
 
 /// An HTTP method the component uses.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

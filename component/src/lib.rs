@@ -56,6 +56,7 @@ impl wit::Guest for Component {
     fn poll_run(run_id: String) -> Result<Run, RunError> {
         let settings = config::Settings::from_env()?;
         client::poll_run(&mut io::WasiIo::new(&settings), &settings, &run_id)
+            .map_err(|e| client::redacted(e, &settings.api_key))
     }
 }
 

@@ -125,6 +125,10 @@ fn scheme_and_host(url: &str) -> Result<(&str, &str), String> {
     if url.chars().any(|c| c.is_whitespace() || c.is_control()) {
         return Err("contains spaces or control characters: percent-encode them".into());
     }
+    // Browsers and many servers read `\` as `/`, which would move the host part.
+    if url.contains('\\') {
+        return Err("contains a backslash: write the URL with forward slashes only".into());
+    }
     let (scheme, rest) = url
         .split_once("://")
         .ok_or("is not an absolute URL: it must start with https:// or http://")?;
@@ -396,6 +400,7 @@ mod tests {
         for bad in [
             "http://hooks.example.com/x",
             "http://127.0.0.1.evil.com/",
+            "http://evil.example\\@127.0.0.1/cb",
             "https://",
             "hooks.example.com",
         ] {

@@ -127,6 +127,15 @@ pub fn is_terminal(status: &Status) -> bool {
 /// Collects the files of an `output` object: the documented `outputs` array, and the older
 /// `image_urls` and `video.url` shapes.
 pub(crate) fn outputs_of(output: &Value) -> Vec<Output> {
+    let mut found = collect_outputs(output);
+    found.truncate(MAX_OUTPUTS);
+    found
+}
+
+/// The most outputs read from one run; a video run has one or two.
+pub const MAX_OUTPUTS: usize = 100;
+
+fn collect_outputs(output: &Value) -> Vec<Output> {
     let mut found = Vec::new();
     let Some(obj) = output.as_object() else {
         return found;
@@ -241,6 +250,27 @@ pub(crate) fn whole_number(value: &Value) -> Option<u64> {
     }
 }
 
+/// Replaces every occurrence of `secret` in `text`, in any letter case, with `[redacted]`.
+/// Secrets shorter than four characters are left alone: masking them would garble text and
+/// protect nothing.
+pub fn redact(text: &str, secret: &str) -> String {
+    if secret.len() < 4 || text.len() < secret.len() {
+        return text.to_string();
+    }
+    let lower_text = text.to_ascii_lowercase();
+    let lower_secret = secret.to_ascii_lowercase();
+    let mut out = String::with_capacity(text.len());
+    let mut rest = 0;
+    while let Some(found) = lower_text[rest..].find(&lower_secret) {
+        let start = rest + found;
+        out.push_str(&text[rest..start]);
+        out.push_str("[redacted]");
+        rest = start + lower_secret.len();
+    }
+    out.push_str(&text[rest..]);
+    out
+}
+
 /// A short, printable excerpt of a body: control characters and runs of whitespace become
 /// one space, it is cut at [`EXCERPT_CHARS`], and `secret` (when not empty) is masked, in
 /// case a gateway echoes the request back.
@@ -248,10 +278,7 @@ pub fn excerpt(body: &[u8], secret: &str) -> String {
     if body.is_empty() {
         return "(empty body)".into();
     }
-    let mut text = String::from_utf8_lossy(body).into_owned();
-    if !secret.is_empty() {
-        text = text.replace(secret, "[redacted]");
-    }
+    let text = redact(&String::from_utf8_lossy(body), secret);
     let mut out = String::new();
     let mut chars = 0;
     let mut last_space = true;

@@ -103,7 +103,10 @@ pub async fn run(calls: usize) -> anyhow::Result<()> {
     let mut offline = Vec::with_capacity(calls);
     for _ in 0..calls {
         let started = Instant::now();
-        pooled.parse_event(callback).await?.map_err(|e| anyhow::anyhow!("{e:?}"))?;
+        pooled
+            .parse_event(callback)
+            .await?
+            .map_err(|e| anyhow::anyhow!("{e:?}"))?;
         offline.push(started.elapsed());
     }
     let offline = Series::of(offline);

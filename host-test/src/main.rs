@@ -419,8 +419,17 @@ async fn connect(use_emulator: bool) -> Result<(Runtime, Option<Emulator>), Fail
                  --emulator to try the built-in emulator",
             ));
         }
-        let base = std::env::var("RUNFLOW_BASE_URL").unwrap_or_else(|_| DEFAULT_BASE_URL.into());
-        (RuntimeConfig::new(key, base), None)
+        let base = std::env::var("RUNFLOW_BASE_URL")
+            .ok()
+            .filter(|b| !b.trim().is_empty())
+            .unwrap_or_else(|| DEFAULT_BASE_URL.into());
+        if let Err(e) = host_test::runtime::Origin::parse(base.trim()) {
+            return Err(Failure::usage(
+                "bad-base-url",
+                format!("RUNFLOW_BASE_URL: {e}; unset it to use {DEFAULT_BASE_URL}"),
+            ));
+        }
+        (RuntimeConfig::new(key, base.trim()), None)
     };
     for name in FORWARDED_ENV {
         if let Ok(value) = std::env::var(name) {

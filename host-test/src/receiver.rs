@@ -3,8 +3,9 @@
 //! Each callback is read with a size limit, its signature checked and its body read by the
 //! component, then de-duplicated by run id and appended as one JSON line to a file that is
 //! flushed to disk *before* the 2xx goes back: an event Runflow sees acknowledged is an event
-//! kept. Callbacks carry no timestamp, so de-duplication by run id is also the replay
-//! protection; the run ids already in the file are loaded at start, so a restart keeps it.
+//! kept. Callbacks carry no timestamp, so de-duplication by run id (and event kind) is also
+//! the replay protection; the ids already in the file are loaded at start, so a restart
+//! keeps it.
 
 use std::collections::HashSet;
 use std::net::SocketAddr;
@@ -134,7 +135,10 @@ async fn open_sink(path: &PathBuf) -> anyhow::Result<Sink> {
     let seen = existing
         .split(|b| *b == b'\n')
         .filter_map(|line| serde_json::from_slice::<Value>(line).ok())
-        .filter_map(|event| event["run_id"].as_str().map(str::to_string))
+        .filter_map(|event| {
+            let run_id = event["run_id"].as_str()?;
+            Some(dedupe_key(run_id, event["event"].as_str().unwrap_or("")))
+        })
         .collect();
 
     let mut file = tokio::fs::OpenOptions::new()
@@ -147,6 +151,13 @@ async fn open_sink(path: &PathBuf) -> anyhow::Result<Sink> {
         file.write_all(b"\n").await?;
     }
     Ok(Sink { file, seen })
+}
+
+/// Events are told apart by run and kind: Runflow sends one terminal event per run, and an
+/// event of another kind for the same run (one this version does not know) must be kept,
+/// not acknowledged as a duplicate of the first.
+fn dedupe_key(run_id: &str, event: &str) -> String {
+    format!("{run_id}\u{0}{event}")
 }
 
 async fn handle(shared: &Shared, request: Request<Incoming>) -> Response<Full<Bytes>> {
@@ -238,8 +249,9 @@ async fn receive(shared: &Shared, request: Request<Incoming>) -> Response<Full<B
 
     let mut line = event_json(&event);
     line["runflow_request_id"] = json!(request_id);
+    let key = dedupe_key(&event.run_id, line["event"].as_str().unwrap_or(""));
     let mut sink = shared.sink.lock().await;
-    if sink.seen.contains(&event.run_id) {
+    if sink.seen.contains(&key) {
         return answer(
             StatusCode::OK,
             json!({"status": "duplicate", "run_id": event.run_id}),
@@ -260,7 +272,7 @@ async fn receive(shared: &Shared, request: Request<Incoming>) -> Response<Full<B
             json!({"error": "the event could not be stored; send it again"}),
         );
     }
-    sink.seen.insert(event.run_id.clone());
+    sink.seen.insert(key);
     tracing::info!(run_id = event.run_id, "stored a callback");
     answer(
         StatusCode::OK,

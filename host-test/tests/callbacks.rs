@@ -244,6 +244,15 @@ async fn the_receiver_refuses_what_it_must_and_remembers_across_restarts() -> an
         Some(fixture("Runflow-Signature:")),
     )
     .await?;
+    let started = br#"{"event":"run.started","run_id":"R2","status":"running"}"#.to_vec();
+    let completed = br#"{"event":"run.completed","run_id":"R2","status":"succeeded"}"#.to_vec();
+    let other_kind = client(url.clone(), started.clone(), Some(sign(&secret, &started))).await?;
+    let final_kind = client(
+        url.clone(),
+        completed.clone(),
+        Some(sign(&secret, &completed)),
+    )
+    .await?;
     drop(receiver);
     let restarted = start_receiver(&events, &secret).await;
     let again = client(
@@ -253,12 +262,19 @@ async fn the_receiver_refuses_what_it_must_and_remembers_across_restarts() -> an
     )
     .await?;
 
+    assert_eq!((other_kind, final_kind), (200, 200));
     assert_eq!(unsigned, 401);
     assert_eq!(forged, 401);
     assert_eq!(too_big, 413);
     assert_eq!(stored, 200);
     assert_eq!(again, 200);
-    assert_eq!(std::fs::read_to_string(&events)?.lines().count(), 1);
+    let lines = std::fs::read_to_string(&events)?;
+    assert_eq!(
+        lines.lines().count(),
+        3,
+        "one line per run and kind: {lines}"
+    );
+    assert!(lines.contains("run.completed") && lines.contains("run.started"));
     Ok(())
 }
 

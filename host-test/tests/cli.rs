@@ -181,6 +181,20 @@ fn without_a_key_or_the_emulator_it_names_both_ways_forward() {
 }
 
 #[test]
+fn a_malformed_base_url_is_a_configuration_error() {
+    for base in ["ftp://127.0.0.1:1", "127.0.0.1:8080"] {
+        let out = heygen_agent(
+            &["poll", "r-1"],
+            &[("RUNFLOW_API_KEY", "k"), ("RUNFLOW_BASE_URL", base)],
+        );
+
+        let stderr = text(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{base}: {stderr}");
+        assert!(stderr.contains("RUNFLOW_BASE_URL"), "{stderr}");
+    }
+}
+
+#[test]
 fn json_errors_name_the_wit_case() {
     let out = heygen_agent(&["create", "--emulator", "--json", "   "], &[]);
 

@@ -181,7 +181,7 @@ async fn an_oversized_answer_is_refused_without_reading_it_all() {
     let error = runtime.poll_run("r-1").await.unwrap_err();
 
     assert!(
-        matches!(&error, CallError::Run(RunError::InvalidResponse(m)) if m.contains("larger than 4 MiB")),
+        matches!(&error, CallError::Run(RunError::InvalidResponse(m)) if m.contains("larger than 1 MiB")),
         "{error:?}"
     );
 }

@@ -93,6 +93,32 @@ async fn no_log_line_or_error_ever_contains_the_key() -> anyhow::Result<()> {
         },
     );
     seen.push(describe(runtime.poll_run(&run.id).await));
+    // A 2xx that is not a run, and an error whose code and field details echo the key in
+    // another letter case.
+    emulator.script(
+        "GET",
+        "/v1/runs/",
+        Fault::Status {
+            status: 200,
+            body: format!("garbage Bearer {KEY}").into_bytes(),
+            retry_after: None,
+        },
+    );
+    seen.push(describe(runtime.poll_run(&run.id).await));
+    let upper = KEY.to_uppercase();
+    emulator.script(
+        "GET",
+        "/v1/runs/",
+        Fault::Status {
+            status: 422,
+            body: format!(
+                r#"{{"code":"{upper}","errors":[{{"field":"{KEY}","message":"{upper}"}}]}}"#
+            )
+            .into_bytes(),
+            retry_after: None,
+        },
+    );
+    seen.push(describe(runtime.poll_run(&run.id).await));
     emulator.script_create(Fault::DropAfterHandling);
     seen.push(describe(
         runtime.create_run(&prompt("x"), &no_options()).await,
@@ -114,7 +140,11 @@ async fn no_log_line_or_error_ever_contains_the_key() -> anyhow::Result<()> {
 
     let logs = String::from_utf8(logs.0.lock().unwrap().clone())?;
     for text in seen.iter().chain([&logs]) {
-        assert!(!text.contains(KEY), "the key leaked: {text}");
+        let lower = text.to_ascii_lowercase();
+        assert!(
+            !lower.contains(&KEY.to_ascii_lowercase()),
+            "the key leaked: {text}"
+        );
         assert!(!text.contains(WRONG_KEY), "the wrong key leaked: {text}");
     }
     assert!(seen.len() > 10);

@@ -148,21 +148,27 @@ impl Printer {
             Status::Failed | Status::Canceled => "31",
             _ => "0",
         };
-        println!("run:      {}", run.id);
-        println!("status:   {}", paint(self.color_out, color, status));
+        println!("run:      {}", printable(&run.id));
+        println!(
+            "status:   {}",
+            paint(self.color_out, color, &printable(status))
+        );
         for output in &run.outputs {
-            let kind = format!("{}:", output.media_type.as_deref().unwrap_or("file"));
-            println!("{kind:<9} {}", output.url);
+            let kind = format!(
+                "{}:",
+                printable(output.media_type.as_deref().unwrap_or("file"))
+            );
+            println!("{kind:<9} {}", printable(&output.url));
         }
         if let Some(seconds) = run.video_seconds {
             println!("length:   {seconds} s");
         }
         if let Some(cost) = &run.cost {
-            println!("cost:     ${cost}");
+            println!("cost:     ${}", printable(cost));
         }
         if let Some(failure) = &run.failure {
-            let code = failure.code.as_deref().unwrap_or("unknown");
-            let message = failure.message.as_deref().unwrap_or("");
+            let code = printable(failure.code.as_deref().unwrap_or("unknown"));
+            let message = printable(failure.message.as_deref().unwrap_or(""));
             println!("failure:  {code} {message}");
         }
     }
@@ -187,12 +193,24 @@ impl Printer {
         eprintln!(
             "{} {}",
             paint(self.color_err, "1;31", "error:"),
-            failure.message()
+            printable(failure.message())
         );
         if let Some(hint) = &failure.hint {
-            eprintln!("{} {hint}", paint(self.color_err, "1", "hint:"));
+            eprintln!(
+                "{} {}",
+                paint(self.color_err, "1", "hint:"),
+                printable(hint)
+            );
         }
     }
+}
+
+/// Text from the server with its control characters replaced, so that an answer cannot
+/// move the cursor, clear the screen, set the window title or forge lines on a terminal.
+pub fn printable(text: &str) -> String {
+    text.chars()
+        .map(|c| if c.is_control() { '\u{fffd}' } else { c })
+        .collect()
 }
 
 /// Wraps `text` in an ANSI colour when `on`.
@@ -220,6 +238,7 @@ pub struct StatusLine {
 impl StatusLine {
     /// Shows the run's status.
     pub fn show(&mut self, status: &str) {
+        let status = &printable(status);
         if let Some(bar) = &self.bar {
             bar.set_message(status.to_string());
         }
@@ -243,6 +262,7 @@ impl StatusLine {
     /// Says the run was created (a line that stays, so its id is never lost) and names it
     /// on the live line.
     pub fn created(&mut self, run_id: &str, status: &str) {
+        let (run_id, status) = (&printable(run_id), &printable(status));
         self.note(&format!("created run {run_id} ({status})"));
         self.set_run(run_id);
         if let Some(bar) = &self.bar {
@@ -254,6 +274,7 @@ impl StatusLine {
 
     /// Names the run on the live line.
     pub fn set_run(&self, run_id: &str) {
+        let run_id = &printable(run_id);
         if let Some(bar) = &self.bar {
             bar.set_prefix(format!("run {run_id}"));
         }

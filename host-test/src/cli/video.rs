@@ -12,7 +12,8 @@ use super::Failure;
 /// Every input of the model and every option of a run.
 #[derive(Args)]
 pub struct VideoArgs {
-    /// What the video should be about (or use --prompt-file, or pipe it on stdin).
+    /// What the video should be about, up to 10,000 characters (or use --prompt-file, or
+    /// pipe it on stdin).
     prompt: Option<String>,
     /// Read the prompt from this file ("-" for stdin).
     #[arg(long, value_name = "FILE", conflicts_with = "prompt")]
@@ -42,7 +43,7 @@ pub struct VideoArgs {
     /// run (default: a fresh random one).
     #[arg(long)]
     client_ref: Option<String>,
-    /// An https URL that Runflow POSTs the finished run to.
+    /// An https URL that Runflow POSTs the finished run to (plain http only on loopback).
     #[arg(long)]
     callback_url: Option<String>,
 }
@@ -57,6 +58,18 @@ impl VideoArgs {
     /// The request and options for `create-run`; reads the prompt from where it was given.
     pub fn into_request(self) -> Result<(VideoRequest, RunOptions), Failure> {
         let prompt = self.read_prompt()?;
+        // The component enforces the limit itself, but a prompt of megabytes would not even
+        // fit into its memory: refuse it here, with the same words.
+        let chars = prompt.chars().count();
+        if chars > MAX_PROMPT_CHARS {
+            return Err(Failure::usage(
+                "permanent-invalid-request",
+                format!(
+                    "request.prompt has {chars} characters; shorten it to at most \
+                     {MAX_PROMPT_CHARS}"
+                ),
+            ));
+        }
         let metadata = metadata_json(&self.metadata)?;
         let request = VideoRequest {
             prompt: prompt.trim_end_matches(['\n', '\r']).to_string(),
@@ -129,3 +142,6 @@ fn read_stdin() -> Result<String, Failure> {
     })?;
     Ok(prompt)
 }
+
+/// The most characters HeyGen accepts in a prompt.
+const MAX_PROMPT_CHARS: usize = 10_000;
