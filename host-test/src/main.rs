@@ -14,10 +14,11 @@ use host_test::runtime::{Runtime, RuntimeConfig};
 use serde_json::json;
 
 use cli::duration::parse_duration;
-use cli::follow::{PollSchedule, Session, Waiting};
+use cli::follow::{Session, Waiting};
 use cli::output::Printer;
 use cli::video::VideoArgs;
 use cli::{download, estimate, exit, Failure};
+use host_test::wait::PollSchedule;
 
 const DEFAULT_BASE_URL: &str = "https://api.runflow.io";
 
@@ -201,7 +202,10 @@ impl WaitArgs {
                 .clamp(Duration::from_millis(20), Duration::from_millis(500))
         });
         Waiting {
-            schedule: PollSchedule::new(self.poll_interval.or(quick)),
+            schedule: self
+                .poll_interval
+                .or(quick)
+                .map_or_else(PollSchedule::default, PollSchedule::fixed),
             timeout: self.timeout.unwrap_or(Duration::from_secs(3600)),
         }
     }

@@ -3,7 +3,6 @@
 
 mod common;
 
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use common::{no_options, prompt, with_ref};
@@ -13,20 +12,6 @@ use host_test::runtime::{CallError, Runtime, RuntimeConfig};
 
 const KEY: &str = "sk_live_SCAN_me_7d1e0f3b";
 const WRONG_KEY: &str = "sk_live_WRONG_9a8b7c6d";
-
-#[derive(Clone, Default)]
-struct Captured(Arc<Mutex<Vec<u8>>>);
-
-impl std::io::Write for Captured {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
 
 fn describe(result: Result<impl std::fmt::Debug, CallError>) -> String {
     match result {
@@ -43,7 +28,7 @@ fn describe(result: Result<impl std::fmt::Debug, CallError>) -> String {
 
 #[tokio::test]
 async fn no_log_line_or_error_ever_contains_the_key() -> anyhow::Result<()> {
-    let logs = Captured::default();
+    let logs = common::Captured::default();
     let writer = logs.clone();
     let subscriber = tracing_subscriber::fmt()
         .with_writer(move || writer.clone())

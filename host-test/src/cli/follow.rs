@@ -1,6 +1,7 @@
 //! Creating a run and following it to its end: the status line, the poll schedule, the
 //! timeout, Ctrl-C, and what is printed and saved once the run ends.
 
+use host_test::wait::PollSchedule;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
@@ -53,32 +54,6 @@ impl Interrupt {
             // Nobody is listening for the signal: it can never come.
             std::future::pending::<()>().await;
         }
-    }
-}
-
-/// When to poll next: gentle at first, then backing off while a long video renders
-/// (HeyGen takes 5 to 10 times the video's length).
-pub struct PollSchedule {
-    fixed: Option<Duration>,
-    next: Duration,
-}
-
-impl PollSchedule {
-    /// Every `fixed`, or 5 s growing by half each time up to 30 s.
-    pub fn new(fixed: Option<Duration>) -> Self {
-        Self {
-            fixed,
-            next: Duration::from_secs(5),
-        }
-    }
-
-    fn next(&mut self) -> Duration {
-        if let Some(fixed) = self.fixed {
-            return fixed;
-        }
-        let now = self.next;
-        self.next = (self.next.mul_f64(1.5)).min(Duration::from_secs(30));
-        now
     }
 }
 
@@ -185,7 +160,7 @@ impl<'a> Session<'a> {
                     &run,
                 ));
             }
-            let pause = waiting.schedule.next().min(left);
+            let pause = waiting.schedule.next_wait().min(left);
             let polled = tokio::select! {
                 polled = async {
                     tokio::time::sleep(pause).await;

@@ -85,3 +85,18 @@ pub async fn wait_until_terminal(runtime: &Runtime, id: &str) -> Run {
     }
     panic!("run {id} did not end");
 }
+
+/// Collects every log line the host writes while a test runs.
+#[derive(Clone, Default)]
+pub struct Captured(pub std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl std::io::Write for Captured {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
