@@ -21,8 +21,6 @@ use anyhow::Context as _;
 use bytes::Bytes;
 use http_body_util::BodyExt;
 use hyper::body::{Body, Frame, Incoming};
-use hyper::server::conn::http1;
-use hyper::service::service_fn;
 use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
 use serde_json::{json, Map, Value};
@@ -223,28 +221,11 @@ impl Emulator {
             base_url: format!("http://{addr}"),
             state: Mutex::new(State::default()),
         });
-        let (stop, mut stopped) = watch::channel(false);
+        let (stop, stopped) = watch::channel(false);
 
         let server = shared.clone();
-        tokio::spawn(async move {
-            loop {
-                let accepted = tokio::select! {
-                    accepted = listener.accept() => accepted,
-                    _ = stopped.changed() => break,
-                };
-                let Ok((stream, _)) = accepted else { continue };
-                let shared = server.clone();
-                let mut stopped = stopped.clone();
-                tokio::spawn(async move {
-                    let service = service_fn(move |req| handle(shared.clone(), req));
-                    let conn =
-                        http1::Builder::new().serve_connection(TokioIo::new(stream), service);
-                    tokio::select! {
-                        _ = conn => {}
-                        _ = stopped.changed() => {}
-                    }
-                });
-            }
+        crate::serve::spawn(listener, stopped, move |request| {
+            handle(server.clone(), request)
         });
 
         Ok(Self { shared, addr, stop })

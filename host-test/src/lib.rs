@@ -32,4 +32,5 @@ pub mod emulator;
 pub mod json;
 pub mod receiver;
 pub mod runtime;
+mod serve;
 pub mod wait;

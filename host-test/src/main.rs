@@ -162,7 +162,8 @@ enum Command {
         #[arg(long, value_name = "FILE")]
         out: PathBuf,
         /// Refuse (413) callback bodies larger than this.
-        #[arg(long, value_name = "BYTES", default_value_t = host_test::receiver::DEFAULT_MAX_BODY)]
+        #[arg(long, value_name = "BYTES", default_value_t = host_test::receiver::DEFAULT_MAX_BODY,
+              value_parser = parse_body_limit)]
         max_body_bytes: usize,
     },
     /// Measure the host against a native Rust client, all against the emulator on loopback.
@@ -480,9 +481,7 @@ fn offline_runtime() -> Result<Runtime, Failure> {
 
 async fn verify_callback(body_file: &Path, signature: &str, out: &Printer) -> Result<u8, Failure> {
     let secrets = callback_secrets()?;
-    let body = std::fs::read(body_file).map_err(|e| {
-        Failure::usage("usage", format!("--body-file {}: {e}", body_file.display()))
-    })?;
+    let body = read_callback_body(body_file)?;
     let runtime = offline_runtime()?;
 
     let refused = |e: &host_test::runtime::CallbackError| {
@@ -520,6 +519,44 @@ async fn verify_callback(body_file: &Path, signature: &str, out: &Printer) -> Re
     Ok(exit::OK)
 }
 
+/// Reads a saved callback body, refusing one larger than any callback the receiver accepts
+/// (so a wrong file such as a device or a video is not read whole into memory).
+fn read_callback_body(path: &Path) -> Result<Vec<u8>, Failure> {
+    use std::io::Read as _;
+
+    let limit = host_test::receiver::DEFAULT_MAX_BODY;
+    let unreadable =
+        |e: std::io::Error| Failure::usage("usage", format!("--body-file {}: {e}", path.display()));
+    let mut body = Vec::new();
+    std::fs::File::open(path)
+        .map_err(unreadable)?
+        .take(limit as u64 + 1)
+        .read_to_end(&mut body)
+        .map_err(unreadable)?;
+    if body.len() > limit {
+        return Err(Failure::usage(
+            "usage",
+            format!(
+                "--body-file {} is larger than {limit} bytes, which no Runflow callback is: \
+                 give the file holding the callback request's raw body",
+                path.display()
+            ),
+        ));
+    }
+    Ok(body)
+}
+
+/// Reads `--max-body-bytes`: a positive number of bytes.
+fn parse_body_limit(text: &str) -> Result<usize, String> {
+    match text.parse::<usize>() {
+        Ok(0) => Err("0 would refuse every callback: give a size in bytes, such as 1048576".into()),
+        Ok(bytes) => Ok(bytes),
+        Err(_) => Err(format!(
+            "`{text}` is not a number of bytes (such as 1048576)"
+        )),
+    }
+}
+
 async fn listen(
     addr: std::net::SocketAddr,
     file: PathBuf,
@@ -536,7 +573,11 @@ async fn listen(
     };
     let receiver = host_test::receiver::Receiver::start(runtime, config)
         .await
-        .map_err(Failure::host)?;
+        .map_err(|e| {
+            Failure::usage("cannot-listen", format!("{e:#}")).hint(
+                "pick a free --addr (port 0 takes any), and an --out file in a folder that exists",
+            )
+        })?;
     if out.json {
         println!("{}", json!({"callback_url": receiver.url(), "out": file}));
     } else {
@@ -569,9 +610,10 @@ fn emulator_config() -> EmulatorConfig {
 }
 
 async fn serve_emulator(addr: std::net::SocketAddr, out: &Printer) -> Result<u8, Failure> {
-    let emulator = Emulator::bind(addr, emulator_config())
-        .await
-        .map_err(Failure::host)?;
+    let emulator = Emulator::bind(addr, emulator_config()).await.map_err(|e| {
+        Failure::usage("cannot-listen", format!("{e:#}"))
+            .hint("pick a free --addr, or 127.0.0.1:0 for any free port")
+    })?;
     if out.json {
         println!(
             "{}",

@@ -295,3 +295,50 @@ async fn post(url: &str, body: Vec<u8>, signature: Option<String>) -> anyhow::Re
     let request = request.body(http_body_util::Full::new(bytes::Bytes::from(body)))?;
     Ok(sender.send_request(request).await?.status().as_u16())
 }
+
+#[test]
+fn verify_callback_refuses_a_body_file_larger_than_any_callback() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let big = dir.path().join("video.mp4");
+    std::fs::write(&big, vec![b'x'; host_test::receiver::DEFAULT_MAX_BODY + 1])?;
+
+    let out = heygen_agent(
+        &[
+            "verify-callback",
+            "--body-file",
+            big.to_str().unwrap(),
+            "--signature",
+            "00",
+        ],
+        &[("RUNFLOW_CALLBACK_SECRET", "whsec_any")],
+    );
+
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("larger than"), "{stderr}");
+    assert!(stderr.contains("video.mp4"), "{stderr}");
+    Ok(())
+}
+
+#[test]
+fn listen_on_a_busy_port_or_with_a_zero_body_limit_is_a_usage_error() -> anyhow::Result<()> {
+    let busy = std::net::TcpListener::bind("127.0.0.1:0")?;
+    let addr = busy.local_addr()?.to_string();
+    let dir = tempfile::tempdir()?;
+    let out_file = dir.path().join("events.jsonl");
+    let out_file = out_file.to_str().unwrap();
+    let secret = [("RUNFLOW_CALLBACK_SECRET", "whsec_any")];
+
+    let taken = heygen_agent(&["listen", "--addr", &addr, "--out", out_file], &secret);
+    let zero = heygen_agent(
+        &["listen", "--out", out_file, "--max-body-bytes", "0"],
+        &secret,
+    );
+
+    assert_eq!(taken.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&taken.stderr);
+    assert!(stderr.contains(&addr) && stderr.contains("--addr"), "{stderr}");
+    assert_eq!(zero.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&zero.stderr).contains("--max-body-bytes"));
+    Ok(())
+}
