@@ -42,7 +42,7 @@ pub(crate) fn spawn<H, F, B, E>(
             let handle = handle.clone();
             let mut stopped = stopped.clone();
             tokio::spawn(async move {
-                let service = service_fn(move |request| handle(request));
+                let service = service_fn(handle);
                 let connection = http1::Builder::new()
                     .timer(TokioTimer::new())
                     .header_read_timeout(HEADER_READ_TIMEOUT)

@@ -337,7 +337,10 @@ fn listen_on_a_busy_port_or_with_a_zero_body_limit_is_a_usage_error() -> anyhow:
 
     assert_eq!(taken.status.code(), Some(2));
     let stderr = String::from_utf8_lossy(&taken.stderr);
-    assert!(stderr.contains(&addr) && stderr.contains("--addr"), "{stderr}");
+    assert!(
+        stderr.contains(&addr) && stderr.contains("--addr"),
+        "{stderr}"
+    );
     assert_eq!(zero.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&zero.stderr).contains("--max-body-bytes"));
     Ok(())
