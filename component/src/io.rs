@@ -170,7 +170,7 @@ fn send_error(error: anyhow::Error) -> SendError {
     let Some(code) = error.downcast_ref::<E>() else {
         return SendError::Unknown(error.to_string());
     };
-    let message = format!("{code:?}");
+    let message = describe(code);
     match code {
         E::HttpRequestDenied => SendError::Denied(message),
         E::DnsTimeout
@@ -189,6 +189,33 @@ fn send_error(error: anyhow::Error) -> SendError {
         | E::HttpRequestMethodInvalid => SendError::NotSent(message),
         _ => SendError::Unknown(message),
     }
+}
+
+/// Says in words what went wrong, for the messages the caller sees.
+fn describe(code: &waki::ErrorCode) -> String {
+    use waki::ErrorCode as E;
+    let text = match code {
+        E::HttpRequestDenied => "the host did not let the request out",
+        E::DnsTimeout => "looking up the host name timed out",
+        E::DnsError(_) | E::DestinationNotFound => "the host name could not be resolved",
+        E::DestinationUnavailable => "the host is unreachable",
+        E::DestinationIpProhibited => "the host's address is prohibited",
+        E::DestinationIpUnroutable => "the host's address is unroutable",
+        E::ConnectionRefused => "the connection was refused",
+        E::ConnectionTimeout => "connecting timed out",
+        E::ConnectionLimitReached => "too many connections are open",
+        E::TlsCertificateError => "the server's TLS certificate was not accepted",
+        E::TlsProtocolError | E::TlsAlertReceived(_) => "the TLS handshake failed",
+        E::HttpRequestUriInvalid => "the request URL is not valid",
+        E::ConnectionTerminated => "the connection closed before the answer came",
+        E::ConnectionReadTimeout | E::HttpResponseTimeout => "the answer did not come in time",
+        other => {
+            // Less common codes keep their WASI name, without the type's prefix.
+            let name = format!("{other:?}");
+            return name.trim_start_matches("ErrorCode::").to_string();
+        }
+    };
+    text.to_string()
 }
 
 #[cfg(test)]

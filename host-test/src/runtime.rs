@@ -700,12 +700,51 @@ fn sorted(error: &reqwest::Error) -> HttpError {
     if error.is_connect() && error.is_timeout() {
         HttpError::ConnectionTimeout
     } else if error.is_connect() {
-        HttpError::ConnectionRefused
+        connect_failure(error)
     } else if error.is_timeout() {
         HttpError::ConnectionReadTimeout
     } else {
         HttpError::ConnectionTerminated
     }
+}
+
+/// Why a connection could not be made, read from the error's causes: a refused or
+/// unreachable address, a failed name lookup, or (once TCP connected) a failed TLS handshake.
+fn connect_failure(error: &(dyn std::error::Error + 'static)) -> HttpError {
+    use std::io::ErrorKind;
+
+    let mut cause = Some(error);
+    while let Some(current) = cause {
+        let text = current.to_string().to_ascii_lowercase();
+        // hyper-util reports a failed lookup as "dns error: ..." with no typed cause.
+        if text.starts_with("dns error") {
+            return HttpError::DnsError {
+                rcode: None,
+                info_code: None,
+            };
+        }
+        if text.contains("certificate") {
+            return HttpError::TlsCertificateError;
+        }
+        if let Some(io) = current.downcast_ref::<std::io::Error>() {
+            match io.kind() {
+                ErrorKind::ConnectionRefused => return HttpError::ConnectionRefused,
+                ErrorKind::TimedOut => return HttpError::ConnectionTimeout,
+                ErrorKind::HostUnreachable => return HttpError::DestinationUnavailable,
+                ErrorKind::NetworkUnreachable => return HttpError::DestinationIpUnroutable,
+                // The TCP connection was made, but what came back was not a TLS handshake.
+                ErrorKind::InvalidData => return HttpError::TlsProtocolError,
+                _ => {}
+            }
+            // An io::Error's `source` skips the error it wraps; look inside it instead.
+            if let Some(inner) = io.get_ref() {
+                cause = Some(inner);
+                continue;
+            }
+        }
+        cause = current.source();
+    }
+    HttpError::ConnectionRefused
 }
 
 fn shorter(guest: Option<Duration>, host: Duration) -> Duration {

@@ -279,3 +279,33 @@ async fn invalid_input_is_refused_before_anything_is_sent() {
     }
     assert!(emulator.requests().is_empty());
 }
+
+/// A failed connection is reported in words, and as never sent, so a create may be retried.
+#[tokio::test]
+async fn failed_connections_say_why_and_that_nothing_was_sent() -> anyhow::Result<()> {
+    let (emulator, _) = setup().await;
+    // A port that was free a moment ago: nothing listens there.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?;
+    let refused = runtime_with(&emulator, |c| c.base_url = format!("http://{closed}"));
+    // TLS spoken to the emulator's plain-HTTP port: the handshake fails.
+    let https = emulator.base_url().replace("http://", "https://");
+    let no_tls = runtime_with(&emulator, |c| c.base_url = https);
+
+    for (runtime, words) in [
+        (&refused, "the connection was refused"),
+        (&no_tls, "the TLS handshake failed"),
+    ] {
+        let error = runtime
+            .create_run(&prompt("A tour"), &no_options())
+            .await
+            .expect_err("no connection can be made");
+        let CallError::Run(RunError::TransportFailed(transport)) = &error else {
+            panic!("expected a transport failure, got {error:?}");
+        };
+        assert!(transport.not_sent, "{transport:?}");
+        assert!(transport.message.contains(words), "{transport:?}");
+        assert!(!transport.message.contains("ErrorCode"), "{transport:?}");
+    }
+    assert_eq!(emulator.run_count(), 0);
+    Ok(())
+}
