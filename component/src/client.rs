@@ -270,12 +270,12 @@ fn api_error(settings: &Settings, answer: &HttpResponse) -> RunError {
         Ok(body) => body.as_slice(),
         Err(_) => &[],
     };
-    response::error_for_status(parse_api_error(
-        answer.status,
-        body,
-        retry_after,
-        &settings.api_key,
-    ))
+    let mut error = parse_api_error(answer.status, body, retry_after, &settings.api_key);
+    if let Err(problem) = &answer.body {
+        // Say why there is no body to show, rather than calling it empty.
+        error.body_excerpt = Some(format!("({})", body_problem(problem)));
+    }
+    response::error_for_status(error)
 }
 
 fn transport(message: String, not_sent: bool) -> RunError {
@@ -517,6 +517,24 @@ mod tests {
         assert_eq!(run.id, "r1");
         assert_eq!(io.sent.len(), 3);
         assert_eq!(io.slept, [Duration::from_secs(1), Duration::from_secs(2)]);
+    }
+
+    #[test]
+    fn an_error_answer_too_large_to_read_says_so_instead_of_empty() {
+        let huge = HttpResponse {
+            status: 400,
+            retry_after: None,
+            body: Err(BodyError::TooLarge),
+        };
+        let mut io = FakeIo::new(vec![Ok(huge)]);
+
+        let err = poll_run(&mut io, &settings(), "r").unwrap_err();
+
+        let RunError::PermanentBadRequest(api) = err else {
+            panic!("expected the 400 to stay a refusal, got {err:?}");
+        };
+        let excerpt = api.body_excerpt.unwrap_or_default();
+        assert!(excerpt.contains("larger than 1 MiB"), "{excerpt}");
     }
 
     #[test]

@@ -143,6 +143,9 @@ pub enum Fault {
     Malformed,
     /// Handle the request, then answer 200 with a body of this many bytes.
     Oversized(usize),
+    /// Answer with this status and a body of this many bytes, without handling the request
+    /// (a gateway's error page gone wrong).
+    OversizedError(u16, usize),
     /// A create makes a run that ends this way.
     End(Ending),
 }
@@ -409,6 +412,7 @@ async fn handle(
             return Ok(response);
         }
         Some(Fault::DropBeforeHandling) => return Err(DropConnection),
+        Some(Fault::OversizedError(status, size)) => return Ok(oversized_error(status, size)),
         Some(Fault::Delay(wait)) => tokio::time::sleep(wait).await,
         _ => {}
     }
@@ -977,6 +981,13 @@ fn oversized(size: usize) -> Response<EmulatorBody> {
     let mut body = b"{\"id\": \"".to_vec();
     body.resize(size, b'x');
     text_response(200, "application/json", body)
+}
+
+/// An error status with a `size`-byte HTML body.
+fn oversized_error(status: u16, size: usize) -> Response<EmulatorBody> {
+    let mut body = b"<html>".to_vec();
+    body.resize(size, b'x');
+    text_response(status, "text/html", body)
 }
 
 /// A body that yields one chunk and then fails, so hyper aborts the connection mid-body.

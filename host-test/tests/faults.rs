@@ -187,6 +187,24 @@ async fn an_oversized_answer_is_refused_without_reading_it_all() {
 }
 
 #[tokio::test]
+async fn an_oversized_error_page_is_described_not_called_empty() {
+    let (emulator, runtime) = setup().await;
+    emulator.script(
+        "GET",
+        "/v1/runs/",
+        Fault::OversizedError(404, 6 * 1024 * 1024),
+    );
+
+    let error = runtime.poll_run("r-1").await.unwrap_err();
+
+    let CallError::Run(RunError::PermanentNotFound(api)) = &error else {
+        panic!("expected the 404 to be kept, got {error:?}");
+    };
+    let excerpt = api.body_excerpt.as_deref().unwrap_or_default();
+    assert!(excerpt.contains("larger than 1 MiB"), "{excerpt}");
+}
+
+#[tokio::test]
 async fn runs_that_fail_partially_succeed_or_go_unknown_read_as_such() -> anyhow::Result<()> {
     let (emulator, runtime) = setup().await;
     let mut ids = Vec::new();
