@@ -13,7 +13,7 @@ use crate::bindings::exports::runflow::heygen_video_agent::callbacks::{
     CallbackError, CallbackEvent, EventKind,
 };
 use crate::response::{outputs_of, parse_status, text, whole_number};
-use crate::wit::Failure;
+use crate::wit::{Failure, Status};
 
 /// The length of a hex-encoded SHA-256 digest.
 const SIGNATURE_HEX_LEN: usize = 64;
@@ -88,14 +88,26 @@ pub fn parse_event(body: &[u8]) -> Result<CallbackEvent, CallbackError> {
         return Err(invalid("the body has no `run_id`".into()));
     };
 
-    let event = text(obj, &["event", "type"]).unwrap_or_default();
-    let kind = match event.as_str() {
-        "run.completed" | "run.succeeded" => EventKind::RunCompleted,
-        "run.failed" => EventKind::RunFailed,
-        "run.cancelled" | "run.canceled" => EventKind::RunCancelled,
-        "run.partial_succeeded" => EventKind::RunPartialSucceeded,
-        _ => EventKind::Other(event),
+    let event = text(obj, &["event", "type"]);
+    let status = text(obj, &["status", "status_code"]).map(|s| parse_status(Some(&s)));
+    // Either one implies the other when only one was sent.
+    let kind = match event {
+        Some(event) => kind_of(event),
+        None => match &status {
+            Some(Status::Succeeded) => EventKind::RunCompleted,
+            Some(Status::Failed) => EventKind::RunFailed,
+            Some(Status::Canceled) => EventKind::RunCancelled,
+            Some(Status::PartialSucceeded) => EventKind::RunPartialSucceeded,
+            _ => EventKind::Other(String::new()),
+        },
     };
+    let status = status.unwrap_or_else(|| match &kind {
+        EventKind::RunCompleted => Status::Succeeded,
+        EventKind::RunFailed => Status::Failed,
+        EventKind::RunCancelled => Status::Canceled,
+        EventKind::RunPartialSucceeded => Status::PartialSucceeded,
+        EventKind::Other(_) => Status::Other(String::new()),
+    });
     let output = obj.get("output").filter(|v| !v.is_null());
     let envelope = output
         .and_then(|o| o.get("error"))
@@ -104,7 +116,7 @@ pub fn parse_event(body: &[u8]) -> Result<CallbackEvent, CallbackError> {
     Ok(CallbackEvent {
         kind,
         run_id,
-        status: parse_status(text(obj, &["status", "status_code"]).as_deref()),
+        status,
         outputs: output.map(outputs_of).unwrap_or_default(),
         output_json: output.map(Value::to_string),
         failure: envelope.map(|e| Failure {
@@ -120,6 +132,16 @@ pub fn parse_event(body: &[u8]) -> Result<CallbackEvent, CallbackError> {
             .filter(|v| !v.is_null())
             .map(Value::to_string),
     })
+}
+
+fn kind_of(event: String) -> EventKind {
+    match event.as_str() {
+        "run.completed" | "run.succeeded" => EventKind::RunCompleted,
+        "run.failed" => EventKind::RunFailed,
+        "run.cancelled" | "run.canceled" => EventKind::RunCancelled,
+        "run.partial_succeeded" => EventKind::RunPartialSucceeded,
+        _ => EventKind::Other(event),
+    }
 }
 
 #[cfg(test)]
@@ -242,5 +264,21 @@ mod tests {
                 Err(CallbackError::PermanentInvalidBody(_))
             ));
         }
+    }
+
+    #[test]
+    fn a_missing_event_or_status_is_implied_by_the_other() {
+        let no_event = br#"{"run_id":"r","status":"succeeded"}"#;
+        let no_status = br#"{"run_id":"r","event":"run.cancelled"}"#;
+        let neither = br#"{"id":"r"}"#;
+
+        let no_event = parse_event(no_event).unwrap();
+        let no_status = parse_event(no_status).unwrap();
+        let neither = parse_event(neither).unwrap();
+
+        assert_eq!(no_event.kind, EventKind::RunCompleted);
+        assert_eq!(no_status.status, Status::Canceled);
+        assert_eq!(neither.kind, EventKind::Other(String::new()));
+        assert_eq!(neither.status, Status::Other(String::new()));
     }
 }

@@ -345,3 +345,18 @@ fn listen_on_a_busy_port_or_with_a_zero_body_limit_is_a_usage_error() -> anyhow:
     assert!(String::from_utf8_lossy(&zero.stderr).contains("--max-body-bytes"));
     Ok(())
 }
+
+#[tokio::test]
+async fn a_callback_without_an_event_name_takes_the_kind_its_status_implies() -> anyhow::Result<()>
+{
+    let runtime = offline_runtime();
+
+    let event = runtime
+        .parse_event(br#"{"run_id":"r-9","status":"failed"}"#)
+        .await?
+        .map_err(|e| anyhow::anyhow!("{e:?}"))?;
+
+    assert_eq!(event.kind, host_test::runtime::EventKind::RunFailed);
+    assert_eq!(event.run_id, "r-9");
+    Ok(())
+}
