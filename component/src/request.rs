@@ -45,6 +45,24 @@ pub fn create_body(request: &VideoRequest, options: &RunOptions) -> Result<Value
             format!("has {chars} characters; shorten it to at most {MAX_PROMPT_CHARS}"),
         ));
     }
+    // Line breaks and tabs belong in a script; other control characters (a pasted terminal
+    // escape, a NUL from a binary file) would reach HeyGen as garbage in the video.
+    if let Some((at, c)) = request
+        .prompt
+        .chars()
+        .enumerate()
+        .find(|(_, c)| c.is_control() && !matches!(c, '\n' | '\r' | '\t'))
+    {
+        return Err(invalid(
+            "request.prompt",
+            format!(
+                "has the control character U+{:04X} at character {}; remove it (line breaks \
+                 and tabs are fine)",
+                c as u32,
+                at + 1
+            ),
+        ));
+    }
     input.insert("prompt".into(), json!(request.prompt));
 
     if let Some(orientation) = request.orientation {
@@ -356,6 +374,29 @@ mod tests {
             field_of(create_body(&request(" \n\t"), &no_options()).unwrap_err()),
             "request.prompt"
         );
+    }
+
+    #[test]
+    fn prompts_keep_line_breaks_and_tabs_but_refuse_other_control_characters() {
+        let script = "Scene 1:\r\n\tA bakery at dawn.\nScene 2: bread.";
+
+        assert!(create_body(&request(script), &no_options()).is_ok());
+        for bad in [
+            "red\u{1b}[31m text",
+            "nul\0byte",
+            "bell\u{7}",
+            "c1\u{85}next",
+        ] {
+            let err = create_body(&request(bad), &no_options()).unwrap_err();
+            let RunError::PermanentInvalidRequest(problem) = err else {
+                panic!("{bad:?} was not refused as invalid");
+            };
+            assert_eq!(problem.field, "request.prompt");
+            assert!(
+                problem.problem.contains("control character U+"),
+                "{problem:?}"
+            );
+        }
     }
 
     #[test]

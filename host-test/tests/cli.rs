@@ -205,6 +205,46 @@ fn json_errors_name_the_wit_case() {
     assert_eq!(body["error"]["retryable"], false);
 }
 
+#[test]
+fn invalid_input_is_named_by_the_option_that_carries_it() {
+    let style = heygen_agent(&["create", "--emulator", "A tour", "--style", " "], &[]);
+    let url = heygen_agent(
+        &[
+            "create",
+            "--emulator",
+            "--json",
+            "A tour",
+            "--file-url",
+            "https://example.com/a.png",
+            "--file-url",
+            "ftp://example.com/b.png",
+        ],
+        &[],
+    );
+    let escape = heygen_agent(&["create", "--emulator", "red \u{1b}[31m alert"], &[]);
+
+    assert_eq!(style.status.code(), Some(2));
+    assert!(
+        text(&style.stderr).contains("--style"),
+        "{}",
+        text(&style.stderr)
+    );
+    let body = stdout_json(&url);
+    assert_eq!(url.status.code(), Some(2));
+    assert_eq!(body["error"]["field"], "request.file-urls[1]");
+    assert_eq!(body["error"]["option"], "--file-url (number 2)");
+    assert!(body["error"]["message"]
+        .as_str()
+        .unwrap()
+        .starts_with("--file-url (number 2)"));
+    assert_eq!(escape.status.code(), Some(2));
+    assert!(
+        text(&escape.stderr).contains("U+001B"),
+        "{}",
+        text(&escape.stderr)
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_option_reaches_the_request_body() {
     let emulator = emulator().await;

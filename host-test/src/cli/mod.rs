@@ -8,7 +8,7 @@ pub mod output;
 pub mod video;
 
 use host_test::json::error_json;
-use host_test::runtime::CallError;
+use host_test::runtime::{CallError, RunError};
 use serde_json::{json, Value};
 
 /// Exit codes, the same with and without `--json`.
@@ -72,6 +72,19 @@ impl Failure {
     /// A call to the component that failed.
     pub fn call(error: &CallError) -> Self {
         match error {
+            CallError::Run(e @ RunError::PermanentInvalidRequest(problem)) => {
+                // The component names the WIT field; the person at the terminal typed an
+                // option, so the message names that (the JSON keeps the field too).
+                let option = option_for_field(&problem.field);
+                let mut error = error_json(e);
+                error["message"] = format!("{option} {}", problem.problem).into();
+                error["option"] = option.into();
+                Self {
+                    code: exit::USAGE,
+                    error,
+                    hint: None,
+                }
+            }
             CallError::Run(e) => {
                 let kind = host_test::json::error_kind(e);
                 let code = if kind == "permanent-invalid-request"
@@ -112,5 +125,47 @@ impl Failure {
     /// The one-line message.
     pub fn message(&self) -> &str {
         self.error["message"].as_str().unwrap_or("unknown error")
+    }
+}
+
+/// The command-line option (or argument) that fills a field of the component's input.
+fn option_for_field(field: &str) -> String {
+    if let Some(index) = field
+        .strip_prefix("request.file-urls[")
+        .and_then(|rest| rest.strip_suffix(']'))
+        .and_then(|n| n.parse::<usize>().ok())
+    {
+        return format!("--file-url (number {})", index + 1);
+    }
+    match field {
+        "request.prompt" => "the prompt",
+        "request.avatar" => "--avatar",
+        "request.voice" => "--voice",
+        "request.style-id" => "--style",
+        "request.file-urls" => "--file-url",
+        "request.orientation" => "--orientation",
+        "request.incognito-mode" => "--incognito",
+        "options.callback-url" => "--callback-url",
+        "options.metadata" => "--metadata",
+        "options.client-ref" => "--client-ref",
+        "run-id" => "the run id",
+        other => other,
+    }
+    .to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::option_for_field;
+
+    #[test]
+    fn fields_are_named_by_the_option_that_fills_them() {
+        assert_eq!(option_for_field("request.style-id"), "--style");
+        assert_eq!(
+            option_for_field("request.file-urls[0]"),
+            "--file-url (number 1)"
+        );
+        assert_eq!(option_for_field("options.client-ref"), "--client-ref");
+        assert_eq!(option_for_field("something.new"), "something.new");
     }
 }
