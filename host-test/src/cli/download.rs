@@ -43,7 +43,7 @@ impl Saved {
     }
 }
 
-/// Why the downloads stopped: the files saved before, and what went wrong.
+/// Why some downloads failed: the files that were saved, and what went wrong with the rest.
 pub struct DownloadFailed {
     pub saved: Vec<Saved>,
     pub message: String,
@@ -70,13 +70,15 @@ pub fn prepare_dir(dir: &Path) -> Result<PathBuf, Failure> {
 }
 
 /// Saves every output of `run` into `dir`, one after the other, named
-/// `<run-id>-<n>-<kind>.<ext>`.
+/// `<run-id>-<n>-<kind>.<ext>`. A file that cannot be saved does not stop the others: each
+/// is tried, and the failure lists every one that was not saved.
 pub async fn save_outputs(
     run: &Run,
     dir: &Path,
     out: &Printer,
 ) -> Result<Vec<Saved>, DownloadFailed> {
     let mut saved = Vec::new();
+    let mut failures = Vec::new();
     for (index, output) in run.outputs.iter().enumerate() {
         let stem = format!(
             "{}-{}-{}",
@@ -91,17 +93,21 @@ pub async fn save_outputs(
                 out.saved(&file);
                 saved.push(file);
             }
-            Err(why) => {
-                let message = format!(
-                    "could not save output {} ({kind}) from {}: {why}",
-                    index + 1,
-                    without_query(&output.url)
-                );
-                return Err(DownloadFailed { saved, message });
-            }
+            Err(why) => failures.push(format!(
+                "could not save output {} ({kind}) from {}: {why}",
+                index + 1,
+                without_query(&output.url)
+            )),
         }
     }
-    Ok(saved)
+    if failures.is_empty() {
+        Ok(saved)
+    } else {
+        Err(DownloadFailed {
+            saved,
+            message: failures.join("; "),
+        })
+    }
 }
 
 /// Streams one output into `dir`; the error says what went wrong, in words.
