@@ -655,6 +655,41 @@ async fn download_saves_every_output_whole_under_the_run_id() {
     }
 }
 
+#[test]
+fn refused_input_leaves_no_download_folder_behind() {
+    let dir = tempfile::tempdir().unwrap();
+    let target = dir.path().join("new").join("videos");
+    let file = dir.path().join("a-file");
+    std::fs::write(&file, b"not a folder").unwrap();
+
+    let blank = heygen_agent(
+        &[
+            "run",
+            "--emulator",
+            "--download",
+            target.to_str().unwrap(),
+            "   ",
+        ],
+        &[],
+    );
+    let under_a_file = heygen_agent(
+        &[
+            "run",
+            "--emulator",
+            "--download",
+            file.join("videos").to_str().unwrap(),
+            "A tour",
+        ],
+        &[],
+    );
+
+    assert_eq!(blank.status.code(), Some(2));
+    assert!(!dir.path().join("new").exists());
+    assert_eq!(under_a_file.status.code(), Some(2));
+    let stderr = text(&under_a_file.stderr);
+    assert!(stderr.contains("is a file, not a folder"), "{stderr}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_broken_download_leaves_no_file_keeps_the_others_and_exits_7() {
     let emulator = emulator().await;

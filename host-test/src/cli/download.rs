@@ -49,15 +49,12 @@ pub struct DownloadFailed {
     pub message: String,
 }
 
-/// Makes sure `dir` exists and takes files, before any run is paid for.
+/// Makes sure files can be saved in `dir`, before any run is paid for. A folder that does
+/// not exist yet is not made here (the input may still be refused, and the run never made):
+/// the nearest folder that does exist must take files, and `dir` is made when the first file
+/// is saved.
 pub fn prepare_dir(dir: &Path) -> Result<PathBuf, Failure> {
-    let writable = std::fs::create_dir_all(dir).and_then(|()| {
-        tempfile::Builder::new()
-            .prefix(".heygen-agent-check-")
-            .tempfile_in(dir)
-            .map(drop)
-    });
-    writable.map_err(|e| {
+    let unusable = |e: std::io::Error| {
         Failure::usage(
             "usage",
             format!(
@@ -65,7 +62,25 @@ pub fn prepare_dir(dir: &Path) -> Result<PathBuf, Failure> {
                 dir.display()
             ),
         )
-    })?;
+    };
+    let mut existing = dir;
+    while !existing.exists() {
+        existing = match existing.parent() {
+            Some(parent) if !parent.as_os_str().is_empty() => parent,
+            _ => Path::new("."),
+        };
+    }
+    if !existing.is_dir() {
+        return Err(unusable(std::io::Error::other(format!(
+            "{} is a file, not a folder",
+            existing.display()
+        ))));
+    }
+    tempfile::Builder::new()
+        .prefix(".heygen-agent-check-")
+        .tempfile_in(existing)
+        .map(drop)
+        .map_err(unusable)?;
     Ok(dir.to_path_buf())
 }
 
@@ -78,6 +93,12 @@ pub async fn save_outputs(
     out: &Printer,
 ) -> Result<Vec<Saved>, DownloadFailed> {
     let mut saved = Vec::new();
+    if let Err(e) = std::fs::create_dir_all(dir) {
+        return Err(DownloadFailed {
+            saved,
+            message: format!("cannot make the folder {} ({e})", dir.display()),
+        });
+    }
     let mut failures = Vec::new();
     for (index, output) in run.outputs.iter().enumerate() {
         let stem = format!(
