@@ -138,8 +138,12 @@ fn create_body(emulator: &Emulator) -> Value {
 
 /// Sends SIGINT to a child this test started, by its id.
 fn interrupt(pid: u32) {
+    signal(pid, "INT");
+}
+
+fn signal(pid: u32, name: &str) {
     let status = Command::new("kill")
-        .args(["-INT", &pid.to_string()])
+        .args([&format!("-{name}"), &pid.to_string()])
         .status()
         .expect("running kill");
     assert!(status.success());
@@ -502,6 +506,15 @@ fn created_id(stderr: &str) -> String {
 
 #[test]
 fn ctrl_c_while_waiting_exits_130_and_says_how_to_follow_the_run() {
+    stopped_while_waiting("INT");
+}
+
+#[test]
+fn sigterm_while_waiting_is_handled_like_ctrl_c() {
+    stopped_while_waiting("TERM");
+}
+
+fn stopped_while_waiting(signal_name: &str) {
     let emulator = EmulatorProcess::start(10_000);
     let mut child = command(&["run", "A long video"], &emulator.env())
         .stdin(Stdio::null())
@@ -517,7 +530,7 @@ fn ctrl_c_while_waiting_exits_130_and_says_how_to_follow_the_run() {
         assert!(stderr.read_line(&mut line).unwrap() > 0, "{seen}");
         seen.push_str(&line);
     }
-    interrupt(child.id());
+    signal(child.id(), signal_name);
     let status = wait_at_most(&mut child, Duration::from_secs(20));
     let mut rest = String::new();
     std::io::Read::read_to_string(&mut stderr, &mut rest).unwrap();

@@ -14,8 +14,8 @@ use super::duration::format_duration;
 use super::output::{Printer, StatusLine};
 use super::{exit, Failure};
 
-/// Ctrl-C, listened for from the moment this is made so that no press is lost between two
-/// waits. From then on Ctrl-C no longer kills the process: every wait must watch for it.
+/// Ctrl-C (or SIGTERM), listened for from the moment this is made so that no press is lost
+/// between two waits. From then on neither kills the process: every wait must watch for it.
 pub struct Interrupt {
     pressed: watch::Receiver<bool>,
 }
@@ -27,10 +27,19 @@ impl Interrupt {
         #[cfg(unix)]
         {
             use tokio::signal::unix::{signal, SignalKind};
-            // Registered here and now, not on first poll as `ctrl_c()` would be.
-            if let Ok(mut interrupts) = signal(SignalKind::interrupt()) {
+            // Registered here and now, not on first poll as `ctrl_c()` would be. SIGTERM (a
+            // service manager or `kill`) is handled like Ctrl-C, so the same clean-up runs:
+            // a half-written download is removed rather than left behind.
+            if let (Ok(mut interrupts), Ok(mut terminations)) = (
+                signal(SignalKind::interrupt()),
+                signal(SignalKind::terminate()),
+            ) {
                 tokio::spawn(async move {
-                    if interrupts.recv().await.is_some() {
+                    let arrived = tokio::select! {
+                        got = interrupts.recv() => got.is_some(),
+                        got = terminations.recv() => got.is_some(),
+                    };
+                    if arrived {
                         let _ = tx.send(true);
                     }
                     // Keep the sender, so a stream that ends does not look like a press.

@@ -29,7 +29,7 @@ pub mod exit {
     pub const REJECTED: u8 = 6;
     /// The run finished but an output file could not be saved.
     pub const DOWNLOAD: u8 = 7;
-    /// Interrupted with Ctrl-C while waiting; the run goes on.
+    /// Interrupted with Ctrl-C (or SIGTERM) while waiting; the run goes on.
     pub const INTERRUPTED: u8 = 130;
 
     /// The table `--help` and the README show.
@@ -43,7 +43,7 @@ Exit codes (the same with --json):
   5    Runflow refused or failed the request
   6    a callback was refused: bad signature, or not a callback
   7    the run finished but an output file could not be saved
-  130  interrupted with Ctrl-C: the run goes on";
+  130  interrupted with Ctrl-C or SIGTERM: the run goes on";
 }
 
 /// A failure of the command: its exit code, its JSON form, and a line on what to do next
