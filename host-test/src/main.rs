@@ -182,6 +182,23 @@ enum Command {
     },
 }
 
+impl Command {
+    /// The subcommand as typed.
+    fn name(&self) -> &'static str {
+        match self {
+            Command::Run { .. } => "run",
+            Command::Create { .. } => "create",
+            Command::Poll { .. } => "poll",
+            Command::Estimate { .. } => "estimate",
+            Command::Completions { .. } => "completions",
+            Command::VerifyCallback { .. } => "verify-callback",
+            Command::Listen { .. } => "listen",
+            Command::Bench { .. } => "bench",
+            Command::Emulator { .. } => "emulator",
+        }
+    }
+}
+
 /// How long to wait for a run, and how often to look.
 #[derive(Args)]
 struct WaitArgs {
@@ -264,6 +281,20 @@ fn usage_error(error: clap::Error) -> ExitCode {
 }
 
 async fn run_command(cli: Cli, out: &Printer) -> Result<u8, Failure> {
+    if cli.emulator && !matches!(cli.command, Command::Run { .. } | Command::Create { .. }) {
+        return Err(Failure::usage(
+            "usage",
+            format!(
+                "--emulator applies only to run and create: the built-in emulator lives and \
+                 dies with one command, so {} could never see its runs",
+                cli.command.name()
+            ),
+        )
+        .hint(
+            "serve one with `heygen-agent emulator`, then export the RUNFLOW_BASE_URL and \
+             RUNFLOW_API_KEY it prints for every command",
+        ));
+    }
     match cli.command {
         Command::Emulator { addr } => serve_emulator(addr, out).await,
         Command::Bench { calls } => {

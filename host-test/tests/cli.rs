@@ -669,6 +669,22 @@ async fn download_saves_every_output_whole_under_the_run_id() {
 }
 
 #[test]
+fn emulator_on_a_command_that_cannot_use_it_is_refused() {
+    let poll = heygen_agent(
+        &["poll", "--emulator", "01936f0e-7a3c-7c2e-9d41-5b8e2f1a4c90"],
+        &[],
+    );
+    let estimate = heygen_agent(&["estimate", "--emulator", "--json"], &[]);
+
+    assert_eq!(poll.status.code(), Some(2));
+    let stderr = text(&poll.stderr);
+    assert!(stderr.contains("only to run and create"), "{stderr}");
+    assert!(stderr.contains("heygen-agent emulator"), "{stderr}");
+    assert_eq!(estimate.status.code(), Some(2));
+    assert_eq!(stdout_json(&estimate)["error"]["kind"], "usage");
+}
+
+#[test]
 fn refused_input_leaves_no_download_folder_behind() {
     let dir = tempfile::tempdir().unwrap();
     let target = dir.path().join("new").join("videos");
