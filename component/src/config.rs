@@ -139,6 +139,14 @@ fn check_base_url(url: &str) -> Result<String, RunError> {
             "{BASE_URL_VAR} must name a host (without user info), e.g. {DEFAULT_BASE_URL}"
         )));
     }
+    // A port is digits after the last colon outside an IPv6 literal's brackets.
+    if let Some((_, port)) = host.rsplit_once(':').filter(|(_, p)| !p.contains(']')) {
+        if port.parse::<u16>().map_or(true, |p| p == 0) {
+            return Err(bad_config(format!(
+                "{BASE_URL_VAR} has the port `{port}`, which is not a port number (1 to 65535)"
+            )));
+        }
+    }
     if url.contains(['?', '#']) || url.chars().any(|c| c.is_whitespace() || c.is_control()) {
         return Err(bad_config(format!(
             "{BASE_URL_VAR} must be a plain URL without query, fragment or spaces, \
@@ -221,6 +229,17 @@ mod tests {
 
         assert_eq!(ok.unwrap().base_url, "http://127.0.0.1:8080");
         assert!(matches!(bad, Err(RunError::PermanentBadConfiguration(_))));
+        for port in ["99999", "0", "", "http"] {
+            let url = format!("http://127.0.0.1:{port}");
+            let bad = settings(&[(API_KEY_VAR, "k"), (BASE_URL_VAR, &url)]);
+            assert!(
+                matches!(&bad, Err(RunError::PermanentBadConfiguration(m)) if m.contains("port")),
+                "{url}: {bad:?}"
+            );
+        }
+        let ipv6 = settings(&[(API_KEY_VAR, "k"), (BASE_URL_VAR, "http://[::1]:8080")]);
+        let ipv6_bare = settings(&[(API_KEY_VAR, "k"), (BASE_URL_VAR, "http://[::1]")]);
+        assert!(ipv6.is_ok() && ipv6_bare.is_ok());
     }
 
     #[test]

@@ -556,9 +556,14 @@ impl Origin {
         let Some(host) = uri.host() else {
             bail!("the base URL `{url}` has no host");
         };
-        let port = uri
-            .port_u16()
-            .unwrap_or(if scheme == "https" { 443 } else { 80 });
+        let port = match uri.port() {
+            Some(port) => match port.as_u16() {
+                0 => bail!("the base URL `{url}` has port 0: give a port from 1 to 65535"),
+                port => port,
+            },
+            None if scheme == "https" => 443,
+            None => 80,
+        };
         Ok(Self {
             host: host.to_ascii_lowercase(),
             scheme,

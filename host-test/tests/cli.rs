@@ -186,7 +186,12 @@ fn without_a_key_or_the_emulator_it_names_both_ways_forward() {
 
 #[test]
 fn a_malformed_base_url_is_a_configuration_error() {
-    for base in ["ftp://127.0.0.1:1", "127.0.0.1:8080"] {
+    for base in [
+        "ftp://127.0.0.1:1",
+        "127.0.0.1:8080",
+        "http://127.0.0.1:99999",
+        "http://127.0.0.1:0",
+    ] {
         let out = heygen_agent(
             &["poll", "r-1"],
             &[("RUNFLOW_API_KEY", "k"), ("RUNFLOW_BASE_URL", base)],
