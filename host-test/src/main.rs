@@ -3,6 +3,7 @@
 
 mod cli;
 
+use std::io::IsTerminal as _;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;
@@ -124,8 +125,8 @@ enum Command {
         The agent picks the video's length from the prompt; Runflow bills the seconds it \
         actually generates.")]
     Estimate {
-        /// The video's length in whole seconds.
-        #[arg(long, value_name = "N", value_parser = estimate::parse_seconds)]
+        /// The video's length: whole seconds (30) or a length (30s, 2m, 1m30s).
+        #[arg(long, value_name = "LENGTH", value_parser = estimate::parse_seconds)]
         seconds: u64,
     },
     /// Print a shell completion script.
@@ -240,6 +241,8 @@ fn main() -> ExitCode {
     };
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
+        // Colours only for a terminal that wants them; a log file gets plain text.
+        .with_ansi(std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none())
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()),
         )

@@ -674,6 +674,31 @@ async fn download_saves_every_output_whole_under_the_run_id() {
 }
 
 #[test]
+fn logs_written_to_a_file_carry_no_colour_codes() {
+    let out = heygen_agent(
+        &["create", "--emulator", "A tour"],
+        &[("RUST_LOG", "debug")],
+    );
+
+    let stderr = text(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("DEBUG"),
+        "debug logs were expected: {stderr}"
+    );
+    assert!(!stderr.contains('\u{1b}'), "{stderr}");
+}
+
+#[test]
+fn estimate_takes_seconds_or_a_length() {
+    let plain = heygen_agent(&["estimate", "--json", "--seconds", "90"], &[]);
+    let length = heygen_agent(&["estimate", "--json", "--seconds", "1m30s"], &[]);
+
+    assert!(plain.status.success() && length.status.success());
+    assert_eq!(stdout_json(&plain), stdout_json(&length));
+}
+
+#[test]
 fn emulator_on_a_command_that_cannot_use_it_is_refused() {
     let poll = heygen_agent(
         &["poll", "--emulator", "01936f0e-7a3c-7c2e-9d41-5b8e2f1a4c90"],

@@ -9,16 +9,32 @@ const MILLIDOLLARS_PER_SECOND: u64 = 34;
 /// Reads `--seconds`: a whole number of seconds of video, at least one. For clap.
 pub fn parse_seconds(text: &str) -> Result<u64, String> {
     let text = text.trim();
-    match text.parse::<u64>() {
-        Ok(0) => Err("a video lasts at least 1 second, e.g. --seconds 30".into()),
-        Ok(seconds) if seconds <= 1_000_000 => Ok(seconds),
-        Ok(_) => Err(format!(
-            "{text} seconds is not a video length: give at most 1000000"
-        )),
-        Err(_) => Err(format!(
-            "`{text}` is not a whole number of seconds: give the video's length, e.g. --seconds 30"
+    // Whole seconds, or a length written as elsewhere in the tool (`30s`, `2m`, `1m30s`).
+    let seconds = match text.parse::<u64>() {
+        Ok(seconds) => seconds,
+        Err(_) if text.ends_with(|c: char| c.is_ascii_alphabetic()) => {
+            let length = super::duration::parse_duration(text).map_err(|_| not_a_length(text))?;
+            if length.subsec_nanos() != 0 {
+                return Err(format!(
+                    "`{text}` is not a whole number of seconds: Runflow bills whole seconds, \
+                     e.g. --seconds 30"
+                ));
+            }
+            length.as_secs()
+        }
+        Err(_) => return Err(not_a_length(text)),
+    };
+    match seconds {
+        0 => Err("a video lasts at least 1 second, e.g. --seconds 30".into()),
+        1..=1_000_000 => Ok(seconds),
+        _ => Err(format!(
+            "{text} is not a video length: give at most 1000000 seconds"
         )),
     }
+}
+
+fn not_a_length(text: &str) -> String {
+    format!("`{text}` is not a video length: give whole seconds or a length, e.g. 30, 30s or 2m")
 }
 
 /// The price of `seconds` of video, in thousandths of a dollar.
@@ -77,9 +93,14 @@ mod tests {
 
     #[test]
     fn refuses_what_is_not_a_length() {
-        for text in ["0", "-1", "abc", "1.5", "", "2000000"] {
+        for text in [
+            "0", "-1", "abc", "1.5", "", "2000000", "0s", "1.5s", "500ms", "30x",
+        ] {
             assert!(parse_seconds(text).is_err(), "{text}");
         }
         assert_eq!(parse_seconds(" 45 "), Ok(45));
+        assert_eq!(parse_seconds("30s"), Ok(30));
+        assert_eq!(parse_seconds("2m"), Ok(120));
+        assert_eq!(parse_seconds("1m30s"), Ok(90));
     }
 }
