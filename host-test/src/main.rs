@@ -157,7 +157,7 @@ enum Command {
     )]
     Listen {
         /// The address to listen on.
-        #[arg(long, default_value = "127.0.0.1:8788")]
+        #[arg(long, default_value = "127.0.0.1:8788", value_parser = parse_listen_addr)]
         addr: std::net::SocketAddr,
         /// The JSON-lines file that receives one line per run.
         #[arg(long, value_name = "FILE")]
@@ -178,7 +178,7 @@ enum Command {
     #[command(after_help = "Example:\n  heygen-agent emulator --addr 127.0.0.1:8787")]
     Emulator {
         /// The address to listen on (a free port on 127.0.0.1 by default).
-        #[arg(long, default_value = "127.0.0.1:0")]
+        #[arg(long, default_value = "127.0.0.1:0", value_parser = parse_listen_addr)]
         addr: std::net::SocketAddr,
     },
 }
@@ -580,6 +580,20 @@ fn read_callback_body(path: &Path) -> Result<Vec<u8>, Failure> {
     Ok(body)
 }
 
+/// Reads a listening address: `IP:PORT`, or `localhost:PORT` for 127.0.0.1 (read here,
+/// not looked up, so it never depends on a resolver).
+fn parse_listen_addr(text: &str) -> Result<std::net::SocketAddr, String> {
+    let text = text.trim();
+    let local = text
+        .strip_prefix("localhost:")
+        .map(|port| format!("127.0.0.1:{port}"));
+    local
+        .as_deref()
+        .unwrap_or(text)
+        .parse()
+        .map_err(|_| format!("`{text}` is not an address to listen on: write IP:PORT, such as 127.0.0.1:8788, or localhost:8788"))
+}
+
 /// Reads `--max-body-bytes`: a positive number of bytes.
 fn parse_body_limit(text: &str) -> Result<usize, String> {
     match text.parse::<usize>() {
@@ -615,7 +629,16 @@ async fn listen(
     if out.json {
         println!("{}", json!({"callback_url": receiver.url(), "out": file}));
     } else {
-        println!("receiving callbacks at {}", receiver.url());
+        if receiver.addr().ip().is_unspecified() {
+            println!(
+                "receiving callbacks on every address of this machine, port {}: give Runflow \
+                 this machine's public address, e.g. https://<your-host>:{}/runflow/callback",
+                receiver.addr().port(),
+                receiver.addr().port()
+            );
+        } else {
+            println!("receiving callbacks at {}", receiver.url());
+        }
         println!("appending one line per run to {}", file.display());
         println!("(Ctrl-C stops it)");
     }
@@ -667,4 +690,21 @@ async fn serve_emulator(addr: std::net::SocketAddr, out: &Printer) -> Result<u8,
         .context("waiting for Ctrl-C")
         .map_err(Failure::host)?;
     Ok(exit::OK)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_listen_addr;
+
+    #[test]
+    fn listen_addresses_take_localhost_without_a_lookup() {
+        assert_eq!(
+            parse_listen_addr("localhost:8788"),
+            Ok("127.0.0.1:8788".parse().unwrap())
+        );
+        assert_eq!(parse_listen_addr("[::1]:0"), Ok("[::1]:0".parse().unwrap()));
+        for bad in ["localhost", "example.com:80", "127.0.0.1:99999", ""] {
+            assert!(parse_listen_addr(bad).is_err(), "{bad}");
+        }
+    }
 }
