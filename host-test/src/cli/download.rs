@@ -307,8 +307,11 @@ fn without_query(url: &str) -> &str {
 fn extension(path: &str, content_type: Option<&str>) -> String {
     let last = path.rsplit('/').next().unwrap_or("");
     if let Some((_, ext)) = last.rsplit_once('.') {
-        if (1..=5).contains(&ext.len()) && ext.bytes().all(|b| b.is_ascii_alphanumeric()) {
-            return ext.to_ascii_lowercase();
+        // Only a media file's extension is taken from the link: one the server chose freely
+        // (`.sh`, `.exe`, `.html`) could make a double-click run or render the file.
+        let ext = ext.to_ascii_lowercase();
+        if MEDIA_EXTENSIONS.contains(&ext.as_str()) {
+            return ext;
         }
     }
     let essence = content_type
@@ -330,6 +333,12 @@ fn extension(path: &str, content_type: Option<&str>) -> String {
     };
     ext.to_string()
 }
+
+/// The extensions a run's outputs may carry (video, image, audio, documents, subtitles).
+const MEDIA_EXTENSIONS: &[&str] = &[
+    "mp4", "mov", "webm", "mkv", "m4v", "jpg", "jpeg", "png", "webp", "gif", "mp3", "m4a", "wav",
+    "aac", "ogg", "pdf", "srt", "vtt",
+];
 
 /// A piece of a file name from text the API chose: letters, digits, `-` and `_` only, so
 /// that no run id or media type can climb out of the folder or hide the file.
@@ -364,6 +373,9 @@ mod tests {
         assert_eq!(extension("/v1.2/asset", Some("image/jpeg")), "jpg");
         assert_eq!(extension("/files/x.tar-gz", None), "bin");
         assert_eq!(extension("/", None), "bin");
+        assert_eq!(extension("/files/run.sh", Some("video/mp4")), "mp4");
+        assert_eq!(extension("/files/setup.EXE", None), "bin");
+        assert_eq!(extension("/files/page.html", Some("text/html")), "bin");
     }
 
     #[test]
