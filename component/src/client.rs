@@ -29,7 +29,16 @@ pub fn poll_run(io: &mut impl Io, settings: &Settings, run_id: &str) -> Result<R
     let url = format!("{}/v1/runs/{run_id}", settings.base_url);
     let body = get_with_retries(io, settings, &url)?;
 
-    response::parse_run(&body).map_err(RunError::InvalidResponse)
+    let run = response::parse_run(&body).map_err(RunError::InvalidResponse)?;
+    if run.id != run_id {
+        // A cache or proxy that mixes up answers must not make the caller follow, bill-check
+        // or download another run.
+        return Err(RunError::InvalidResponse(format!(
+            "asked for run {run_id}, but the answer is about run {}",
+            response::excerpt(run.id.as_bytes(), "")
+        )));
+    }
+    Ok(run)
 }
 
 /// Creates a run, at most once per `client-ref`.
@@ -517,6 +526,18 @@ mod tests {
         assert_eq!(run.id, "r1");
         assert_eq!(io.sent.len(), 3);
         assert_eq!(io.slept, [Duration::from_secs(1), Duration::from_secs(2)]);
+    }
+
+    #[test]
+    fn a_poll_answered_with_another_run_is_an_invalid_response() {
+        let mut io = FakeIo::new(vec![answer(200, &run_json("someone-elses", None))]);
+
+        let err = poll_run(&mut io, &settings(), "mine").unwrap_err();
+
+        assert!(
+            matches!(&err, RunError::InvalidResponse(m) if m.contains("mine") && m.contains("someone-elses")),
+            "{err:?}"
+        );
     }
 
     #[test]

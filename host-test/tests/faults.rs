@@ -327,3 +327,25 @@ async fn failed_connections_say_why_and_that_nothing_was_sent() -> anyhow::Resul
     assert_eq!(emulator.run_count(), 0);
     Ok(())
 }
+
+#[tokio::test]
+async fn a_poll_answered_with_another_run_is_refused() {
+    let (emulator, runtime) = setup().await;
+    let other = br#"{"id":"someone-elses-run","status_code":"succeeded","output":{"outputs":[{"url":"https://example.com/v.mp4"}]}}"#;
+    emulator.script(
+        "GET",
+        "/v1/runs/",
+        Fault::Status {
+            status: 200,
+            body: other.to_vec(),
+            retry_after: None,
+        },
+    );
+
+    let error = runtime.poll_run("my-run").await.unwrap_err();
+
+    assert!(
+        matches!(&error, CallError::Run(RunError::InvalidResponse(m)) if m.contains("someone-elses-run")),
+        "{error:?}"
+    );
+}
