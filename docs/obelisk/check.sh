@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # Runs the HeyGen Video Agent component inside Obelisk 0.38.3 against the local Runflow
 # emulator, using docs/obelisk/deployment.toml as committed and a loopback copy of
-# docs/obelisk/server.toml: submits create-run, then poll-run with the returned id, and checks
-# both answers. Everything listens on and talks to 127.0.0.1 only.
+# docs/obelisk/server.toml. It submits create-run, then poll-run with the returned id, and
+# checks both answers; then checks that a permanent error (an unknown run) is attempted once
+# and a transient one (the emulator stopped) is retried by Obelisk. Everything listens on and
+# talks to 127.0.0.1 only.
 #
 #   bash docs/obelisk/check.sh
 #
@@ -136,11 +138,13 @@ if [[ "$wasm" != "$default_wasm" ]]; then
 fi
 
 # The host's key is the emulator's; the component sees only Obelisk's placeholder, so a
-# successful create also shows that the placeholder was swapped on the way out.
+# successful create also shows that the placeholder was swapped on the way out. The
+# component's own retries are cut to two quick ones (through the deployment's env_vars), so
+# that the retry check below sees Obelisk's retry within seconds.
 (
     export RUNFLOW_BASE_URL="$emulator_url" RUNFLOW_API_KEY=emulator-key
-    unset RUNFLOW_RETRY_MAX_ATTEMPTS RUNFLOW_RETRY_BASE_DELAY_MS RUNFLOW_RETRY_MAX_DELAY_MS \
-        RUNFLOW_RETRY_BUDGET_MS RUNFLOW_CONNECT_TIMEOUT_MS
+    export RUNFLOW_RETRY_MAX_ATTEMPTS=2 RUNFLOW_RETRY_BASE_DELAY_MS=50
+    unset RUNFLOW_RETRY_MAX_DELAY_MS RUNFLOW_RETRY_BUDGET_MS RUNFLOW_CONNECT_TIMEOUT_MS
     exec obelisk server run --server-config "$tmp/server.toml" -d "$deployment"
 ) >"$tmp/obelisk.log" 2>&1 &
 pids+=("$!")
@@ -161,14 +165,21 @@ if [[ -z "$ready" ]]; then
     fail "obelisk did not serve the component"
 fi
 
+# Submits a call and waits for its result, under an execution id of our own (for `attempts`).
 submit() {
-    local function="$1" params="$2" out="$3"
+    local function="$1" params="$2" out="$3" id="${4:-$(obelisk generate execution-id)}"
     if command -v timeout >/dev/null 2>&1; then
-        timeout 300 obelisk execution submit -a "$api" -f --json "$ffqn_prefix.$function" \
-            "$params" >"$out"
+        timeout 300 obelisk execution submit -a "$api" -e "$id" -f --json \
+            "$ffqn_prefix.$function" "$params" >"$out"
     else
-        obelisk execution submit -a "$api" -f --json "$ffqn_prefix.$function" "$params" >"$out"
+        obelisk execution submit -a "$api" -e "$id" -f --json "$ffqn_prefix.$function" \
+            "$params" >"$out"
     fi
+}
+
+# How many times Obelisk has started an execution (one `locked` event per attempt).
+attempts() {
+    obelisk execution events -a "$api" --json --limit 100 "$1" | grep -c '"locked"' || true
 }
 
 # Obelisk's JSON: records are objects keyed by field name (snake_case; kebab-case is read
@@ -201,4 +212,37 @@ case "$status" in
     *) fail "poll-run returned an unexpected status '$status'" ;;
 esac
 
-echo "PASS: obelisk created run $run_id (queued) and polled it ($status)"
+# A permanent error comes back at once and is not retried: one attempt in the history.
+missing_id="$(obelisk generate execution-id)"
+submit poll-run '["01936f0e-7a3c-7c2e-9d41-000000000000"]' "$tmp/missing.json" "$missing_id" ||
+    fail "poll-run submission failed: $(cat "$tmp/missing.json")"
+grep -q '"permanent_not_found"' "$tmp/missing.json" ||
+    fail "an unknown run should be permanent-not-found: $(cat "$tmp/missing.json")"
+[[ "$(attempts "$missing_id")" == 1 ]] ||
+    fail "a permanent error was attempted $(attempts "$missing_id") times, not once"
+echo "poll-run of an unknown run: permanent-not-found, attempted once"
+
+# A retryable error is retried by Obelisk: with the emulator gone, poll-run fails with
+# transport-failed, and a second attempt follows after the deployment's 2-second backoff.
+kill "${pids[0]}" 2>/dev/null || true
+wait "${pids[0]}" 2>/dev/null || true
+retry_id="$(obelisk generate execution-id)"
+obelisk execution submit -a "$api" -e "$retry_id" "$ffqn_prefix.poll-run" "[\"$run_id\"]" \
+    >/dev/null || fail "poll-run submission failed"
+retried=""
+for _ in $(seq 1 60); do
+    if (($(attempts "$retry_id") >= 2)); then
+        retried=yes
+        break
+    fi
+    sleep 0.5
+done
+obelisk execution events -a "$api" --json --limit 100 "$retry_id" >"$tmp/retry-events.json"
+[[ -n "$retried" ]] || fail "a transport failure was not retried: $(cat "$tmp/retry-events.json")"
+# The error's value (not its type, which names every case) must be transport-failed.
+grep -q 'value\\":{\\"transport_failed' "$tmp/retry-events.json" ||
+    fail "the retried attempt did not fail with transport-failed: $(cat "$tmp/retry-events.json")"
+echo "poll-run with Runflow unreachable: transport-failed, retried by Obelisk"
+
+echo "PASS: obelisk created run $run_id (queued), polled it ($status), returned a permanent" \
+    "error once and retried a transient one"
