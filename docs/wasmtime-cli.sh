@@ -6,7 +6,8 @@
 #   bash docs/wasmtime-cli.sh
 #
 # Optional: HEYGEN_AGENT (the heygen-agent binary) and HEYGEN_COMPONENT_WASM (the component)
-# to use existing builds; otherwise `cargo build --release -p host-test` builds both.
+# to use existing builds; otherwise `cargo build --release -p host-test` builds both (see
+# docs/lib.sh, which this script shares with the other host scripts).
 set -euo pipefail
 
 if ! command -v wasmtime >/dev/null 2>&1; then
@@ -14,44 +15,11 @@ if ! command -v wasmtime >/dev/null 2>&1; then
     exit 0
 fi
 
-repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-target_dir="${CARGO_TARGET_DIR:-$repo/target}"
-agent="${HEYGEN_AGENT:-$target_dir/release/heygen-agent}"
-wasm="${HEYGEN_COMPONENT_WASM:-$target_dir/wasm/wasm32-wasip2/component/heygen_video_agent.wasm}"
+# shellcheck source=docs/lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
-fail() {
-    echo "FAIL: $*" >&2
-    exit 1
-}
-
-if [[ ! -x "$agent" || ! -f "$wasm" ]]; then
-    echo "building the emulator and the component (cargo build --release -p host-test)"
-    (cd "$repo" && cargo build --release -p host-test)
-fi
-[[ -x "$agent" ]] || fail "no heygen-agent binary at $agent"
-[[ -f "$wasm" ]] || fail "no component at $wasm"
-
-tmp="$(mktemp -d)"
-emulator_pid=""
-cleanup() {
-    if [[ -n "$emulator_pid" ]]; then
-        kill "$emulator_pid" 2>/dev/null || true
-        wait "$emulator_pid" 2>/dev/null || true
-    fi
-    rm -rf "$tmp"
-}
-trap cleanup EXIT
-
-"$agent" emulator --addr 127.0.0.1:0 >"$tmp/emulator.out" 2>&1 &
-emulator_pid="$!"
-base_url=""
-for _ in $(seq 1 100); do
-    base_url="$(sed -n 's/^export RUNFLOW_BASE_URL=\([^ ]*\) .*/\1/p' "$tmp/emulator.out")"
-    [[ -n "$base_url" ]] && break
-    sleep 0.1
-done
-[[ "$base_url" == http://127.0.0.1:* ]] ||
-    fail "the emulator did not start: $(cat "$tmp/emulator.out")"
+start_emulator "$tmp/emulator.out"
+base_url="$started_url"
 echo "emulator: $base_url"
 
 # One call of one export. `-S http` gives the component wasi:http; `--env` sets exactly the

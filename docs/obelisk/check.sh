@@ -9,7 +9,8 @@
 #   bash docs/obelisk/check.sh
 #
 # Optional: HEYGEN_AGENT (the heygen-agent binary) and HEYGEN_COMPONENT_WASM (the component)
-# to use existing builds; otherwise `cargo build --release -p host-test` builds both.
+# to use existing builds; otherwise `cargo build --release -p host-test` builds both (see
+# docs/lib.sh, which this script shares with the other host scripts).
 set -euo pipefail
 
 if ! command -v obelisk >/dev/null 2>&1; then
@@ -19,24 +20,9 @@ if ! command -v obelisk >/dev/null 2>&1; then
 fi
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
-repo="$(cd "$here/../.." && pwd)"
-target_dir="${CARGO_TARGET_DIR:-$repo/target}"
-default_wasm="$target_dir/wasm/wasm32-wasip2/component/heygen_video_agent.wasm"
-agent="${HEYGEN_AGENT:-$target_dir/release/heygen-agent}"
-wasm="${HEYGEN_COMPONENT_WASM:-$default_wasm}"
+# shellcheck source=docs/lib.sh
+source "$here/../lib.sh"
 ffqn_prefix='runflow:heygen-video-agent/runs@0.1.0'
-
-fail() {
-    echo "FAIL: $*" >&2
-    exit 1
-}
-
-if [[ ! -x "$agent" || ! -f "$wasm" ]]; then
-    echo "building the emulator and the component (cargo build --release -p host-test)"
-    (cd "$repo" && cargo build --release -p host-test)
-fi
-[[ -x "$agent" ]] || fail "no heygen-agent binary at $agent"
-[[ -f "$wasm" ]] || fail "no component at $wasm"
 
 if command -v jq >/dev/null 2>&1; then
     json_tool=jq
@@ -64,49 +50,6 @@ if value is not None:
     print(value)
 EOF
     fi
-}
-
-# True while the process lives (an exited child not yet waited for does not count).
-running() {
-    local state
-    state="$(ps -o stat= -p "$1" 2>/dev/null)" || return 1
-    [[ -n "$state" && "$state" != Z* ]]
-}
-
-tmp="$(mktemp -d)"
-pids=()
-cleanup() {
-    local pid _
-    for pid in "${pids[@]}"; do
-        kill "$pid" 2>/dev/null || true
-    done
-    for pid in "${pids[@]}"; do
-        # Give each process ten seconds to stop, then end it.
-        for _ in $(seq 1 100); do
-            running "$pid" || break
-            sleep 0.1
-        done
-        kill -KILL "$pid" 2>/dev/null || true
-        wait "$pid" 2>/dev/null || true
-    done
-    rm -rf "$tmp"
-}
-trap cleanup EXIT
-
-# Starts an emulator on a free loopback port and sets `started_url` to its base URL.
-started_url=""
-start_emulator() {
-    local out="$1" _
-    started_url=""
-    "$agent" emulator --addr 127.0.0.1:0 >"$out" 2>&1 &
-    pids+=("$!")
-    for _ in $(seq 1 100); do
-        started_url="$(sed -n 's/^export RUNFLOW_BASE_URL=\([^ ]*\) .*/\1/p' "$out")"
-        [[ -n "$started_url" ]] && break
-        sleep 0.1
-    done
-    [[ "$started_url" == http://127.0.0.1:* ]] ||
-        fail "the emulator did not start: $(cat "$out")"
 }
 
 start_emulator "$tmp/emulator.out"
