@@ -342,6 +342,26 @@ impl Emulator {
     }
 }
 
+impl Fault {
+    /// An answer with this status and body (not handled: a create makes no run).
+    pub fn answer(status: u16, body: impl Into<Vec<u8>>) -> Self {
+        Fault::Status {
+            status,
+            body: body.into(),
+            retry_after: None,
+        }
+    }
+
+    /// The same, with a `Retry-After` header.
+    pub fn answer_after(status: u16, body: impl Into<Vec<u8>>, retry_after: &str) -> Self {
+        Fault::Status {
+            status,
+            body: body.into(),
+            retry_after: Some(retry_after.into()),
+        }
+    }
+}
+
 type EmulatorBody = http_body_util::combinators::BoxBody<Bytes, std::io::Error>;
 
 /// The error that makes hyper close a connection without answering.

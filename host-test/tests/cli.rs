@@ -783,15 +783,7 @@ async fn a_broken_download_leaves_no_file_keeps_the_others_and_exits_7() {
     let dir = tempfile::tempdir().unwrap();
     let dir_arg = dir.path().to_str().unwrap();
 
-    emulator.script(
-        "GET",
-        "/files/",
-        Fault::Status {
-            status: 403,
-            body: b"expired".to_vec(),
-            retry_after: None,
-        },
-    );
+    emulator.script("GET", "/files/", Fault::answer(403, b"expired"));
     let out = against(
         &emulator,
         &[

@@ -9,14 +9,6 @@ use host_test::runtime::{ApiError, CallError, RunError};
 
 const CREATE_PATH: &str = "/v1/models/heygen/v3/video-agent/runs";
 
-fn status(status: u16, body: &str) -> Fault {
-    Fault::Status {
-        status,
-        body: body.into(),
-        retry_after: None,
-    }
-}
-
 fn runflow_body(code: &str, message: &str) -> String {
     serde_json::json!({"code": code, "message": message, "errors": null}).to_string()
 }
@@ -60,7 +52,8 @@ async fn each_permanent_status_has_its_own_case_and_is_not_retried() {
         (410, "GONE", |e| matches!(e, RunError::PermanentRejected(_))),
     ];
     for (code, name, is_case) in cases {
-        let (error, requests) = poll_error(status(code, &runflow_body(name, "explained"))).await;
+        let (error, requests) =
+            poll_error(Fault::answer(code, runflow_body(name, "explained"))).await;
 
         assert!(is_case(&error), "{code}: {error:?}");
         assert_eq!(api(&error).http_status, code);
@@ -73,7 +66,7 @@ async fn each_permanent_status_has_its_own_case_and_is_not_retried() {
 #[tokio::test]
 async fn validation_failures_keep_runflows_field_details() {
     let (emulator, runtime) = setup().await;
-    emulator.script_create(status(
+    emulator.script_create(Fault::answer(
         422,
         include_str!("../../component/tests/fixtures/error-422.json"),
     ));
@@ -96,20 +89,20 @@ async fn validation_failures_keep_runflows_field_details() {
 async fn a_poll_rides_out_server_errors_and_rate_limits() -> anyhow::Result<()> {
     let (emulator, runtime) = setup().await;
     let run = runtime.create_run(&prompt("A tour"), &no_options()).await?;
-    emulator.script("GET", "/v1/runs/", status(502, "<html>Bad Gateway</html>"));
     emulator.script(
         "GET",
         "/v1/runs/",
-        Fault::Status {
-            status: 429,
-            body: runflow_body("RATE_LIMITED", "slow down").into(),
-            retry_after: Some("0".into()),
-        },
+        Fault::answer(502, "<html>Bad Gateway</html>"),
     );
     emulator.script(
         "GET",
         "/v1/runs/",
-        status(503, &runflow_body("MODEL_UNAVAILABLE", "busy")),
+        Fault::answer_after(429, runflow_body("RATE_LIMITED", "slow down"), "0"),
+    );
+    emulator.script(
+        "GET",
+        "/v1/runs/",
+        Fault::answer(503, runflow_body("MODEL_UNAVAILABLE", "busy")),
     );
 
     let polled = runtime.poll_run(&run.id).await?;
@@ -130,11 +123,7 @@ async fn persistent_failures_end_in_a_retryable_case_after_the_attempt_limit() {
         emulator.script(
             "GET",
             "/v1/runs/",
-            Fault::Status {
-                status: 429,
-                body: runflow_body("RATE_LIMITED", "slow down").into(),
-                retry_after: Some("1".into()),
-            },
+            Fault::answer_after(429, runflow_body("RATE_LIMITED", "slow down"), "1"),
         );
     }
     let started = std::time::Instant::now();
@@ -153,7 +142,10 @@ async fn persistent_failures_end_in_a_retryable_case_after_the_attempt_limit() {
 #[tokio::test]
 async fn insufficient_credit_on_create_is_permanent_and_sent_once() {
     let (emulator, runtime) = setup().await;
-    emulator.script_create(status(402, &runflow_body("INSUFFICIENT_CREDIT", "Top up")));
+    emulator.script_create(Fault::answer(
+        402,
+        runflow_body("INSUFFICIENT_CREDIT", "Top up"),
+    ));
 
     let error = runtime
         .create_run(&prompt("x"), &no_options())
@@ -171,7 +163,10 @@ async fn insufficient_credit_on_create_is_permanent_and_sent_once() {
 #[tokio::test]
 async fn model_unavailable_on_create_is_retryable_but_not_resent() {
     let (emulator, runtime) = setup().await;
-    emulator.script_create(status(503, &runflow_body("MODEL_UNAVAILABLE", "busy")));
+    emulator.script_create(Fault::answer(
+        503,
+        runflow_body("MODEL_UNAVAILABLE", "busy"),
+    ));
 
     let error = runtime
         .create_run(&prompt("x"), &no_options())
@@ -188,11 +183,11 @@ async fn model_unavailable_on_create_is_retryable_but_not_resent() {
 #[tokio::test]
 async fn a_rate_limited_create_is_retried_because_it_surely_did_not_land() -> anyhow::Result<()> {
     let (emulator, runtime) = setup().await;
-    emulator.script_create(Fault::Status {
-        status: 429,
-        body: runflow_body("RATE_LIMITED", "slow down").into(),
-        retry_after: Some("0".into()),
-    });
+    emulator.script_create(Fault::answer_after(
+        429,
+        runflow_body("RATE_LIMITED", "slow down"),
+        "0",
+    ));
 
     let run = runtime.create_run(&prompt("x"), &no_options()).await?;
 
@@ -210,7 +205,7 @@ async fn a_rate_limited_create_is_retried_because_it_surely_did_not_land() -> an
 #[tokio::test]
 async fn a_conflict_on_create_is_looked_up_then_reported_as_retryable() {
     let (emulator, runtime) = setup().await;
-    emulator.script_create(status(409, &runflow_body("CONFLICT", "in flight")));
+    emulator.script_create(Fault::answer(409, runflow_body("CONFLICT", "in flight")));
 
     let error = runtime
         .create_run(&prompt("x"), &with_ref("order-9"))
@@ -228,7 +223,7 @@ async fn a_conflict_on_create_is_looked_up_then_reported_as_retryable() {
 #[tokio::test]
 async fn a_server_error_on_create_without_client_ref_is_permanent_outcome_unknown() {
     let (emulator, runtime) = setup().await;
-    emulator.script_create(status(500, &runflow_body("INTERNAL", "oops")));
+    emulator.script_create(Fault::answer(500, runflow_body("INTERNAL", "oops")));
 
     let error = runtime
         .create_run(&prompt("x"), &no_options())
@@ -244,19 +239,19 @@ async fn a_server_error_on_create_without_client_ref_is_permanent_outcome_unknow
 
 #[tokio::test]
 async fn other_body_shapes_still_give_status_code_and_a_safe_excerpt() {
-    let (nested, _) = poll_error(status(
+    let (nested, _) = poll_error(Fault::answer(
         403,
         r#"{"error": {"code": "PERMISSION_DENIED", "message": "no access"}}"#,
     ))
     .await;
-    let (text, _) = poll_error(status(400, r#"{"error": "bad shape"}"#)).await;
-    let (html, _) = poll_error(status(
+    let (text, _) = poll_error(Fault::answer(400, r#"{"error": "bad shape"}"#)).await;
+    let (html, _) = poll_error(Fault::answer(
         404,
         "<html>\n<body><h1>404 Not Found</h1>\n</body></html>",
     ))
     .await;
-    let (empty, _) = poll_error(status(401, "")).await;
-    let (broken, _) = poll_error(status(400, "{\"code\": \"BAD")).await;
+    let (empty, _) = poll_error(Fault::answer(401, "")).await;
+    let (broken, _) = poll_error(Fault::answer(400, "{\"code\": \"BAD")).await;
 
     assert_eq!(api(&nested).code.as_deref(), Some("PERMISSION_DENIED"));
     assert_eq!(api(&nested).message.as_deref(), Some("no access"));
@@ -275,7 +270,7 @@ async fn other_body_shapes_still_give_status_code_and_a_safe_excerpt() {
 
 #[tokio::test]
 async fn a_gateway_that_echoes_the_key_has_it_masked() {
-    let (error, _) = poll_error(status(
+    let (error, _) = poll_error(Fault::answer(
         400,
         "Authorization: Bearer emulator-key was rejected",
     ))

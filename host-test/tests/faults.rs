@@ -107,15 +107,7 @@ async fn an_unreadable_create_answer_without_client_ref_is_permanent_outcome_unk
 async fn when_the_listing_is_down_nothing_is_created() {
     let (emulator, runtime) = setup().await;
     for _ in 0..5 {
-        emulator.script(
-            "GET",
-            "/v1/runs?",
-            Fault::Status {
-                status: 503,
-                body: Vec::new(),
-                retry_after: None,
-            },
-        );
+        emulator.script("GET", "/v1/runs?", Fault::answer(503, Vec::new()));
     }
 
     let error = runtime
@@ -332,15 +324,7 @@ async fn failed_connections_say_why_and_that_nothing_was_sent() -> anyhow::Resul
 async fn a_poll_answered_with_another_run_is_refused() {
     let (emulator, runtime) = setup().await;
     let other = br#"{"id":"someone-elses-run","status_code":"succeeded","output":{"outputs":[{"url":"https://example.com/v.mp4"}]}}"#;
-    emulator.script(
-        "GET",
-        "/v1/runs/",
-        Fault::Status {
-            status: 200,
-            body: other.to_vec(),
-            retry_after: None,
-        },
-    );
+    emulator.script("GET", "/v1/runs/", Fault::answer(200, other));
 
     let error = runtime.poll_run("my-run").await.unwrap_err();
 
