@@ -804,6 +804,7 @@ async fn send_callback(shared: &Shared, run_id: String, url: String) {
         let corrupt = corrupt_first && attempt == 1;
         let outcome = post_callback(shared, &url, &body, corrupt).await;
         let ok = matches!(outcome, Ok(200..=299));
+        let refused = matches!(&outcome, Err(e) if e == NOT_DELIVERED);
         shared.state().deliveries.push(Delivery {
             run_id: run_id.clone(),
             attempt,
@@ -811,6 +812,10 @@ async fn send_callback(shared: &Shared, run_id: String, url: String) {
         });
         if ok {
             delivered = true;
+            break;
+        }
+        if refused {
+            // A URL off this machine stays off it: trying again changes nothing.
             break;
         }
     }
@@ -869,6 +874,9 @@ pub fn sign(secret: &str, body: &[u8]) -> String {
         .collect()
 }
 
+/// The outcome of a delivery the emulator refused to make.
+const NOT_DELIVERED: &str = "not delivered: the emulator calls back only to http URLs on loopback";
+
 /// One delivery attempt. The emulator calls back only to loopback http URLs: it must never
 /// send anything off this machine.
 async fn post_callback(
@@ -884,7 +892,12 @@ async fn post_callback(
             .parse::<std::net::IpAddr>()
             .is_ok_and(|ip| ip.is_loopback());
     if uri.scheme_str() != Some("http") || !loopback {
-        return Err("not delivered: the emulator calls back only to http URLs on loopback".into());
+        tracing::warn!(
+            host,
+            "the emulator does not deliver callbacks off this machine: give an http \
+             callback URL on 127.0.0.1 (such as the one `heygen-agent listen` prints)"
+        );
+        return Err(NOT_DELIVERED.into());
     }
     let port = uri.port_u16().unwrap_or(80);
     let path = uri.path_and_query().map_or("/", |p| p.as_str()).to_string();

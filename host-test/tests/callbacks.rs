@@ -360,3 +360,33 @@ async fn a_callback_without_an_event_name_takes_the_kind_its_status_implies() ->
     assert_eq!(event.run_id, "r-9");
     Ok(())
 }
+
+#[tokio::test]
+async fn the_emulator_refuses_once_to_call_back_off_this_machine() -> anyhow::Result<()> {
+    let emulator = Emulator::start(EmulatorConfig {
+        step: STEP,
+        callback_secret: Some("whsec_x".into()),
+        callback_backoff: Duration::from_millis(10),
+        ..EmulatorConfig::default()
+    })
+    .await?;
+    let runtime = common::runtime_for(&emulator, emulator.api_key());
+    let options = RunOptions {
+        // Never contacted: the emulator refuses before connecting anywhere.
+        callback_url: Some("https://hooks.example.com/runflow".into()),
+        metadata: None,
+        client_ref: None,
+    };
+
+    let run = runtime.create_run(&prompt("A tour"), &options).await?;
+    common::wait_until_terminal(&runtime, &run.id).await;
+    assert!(emulator.settle_callbacks(Duration::from_secs(10)).await);
+
+    let deliveries = emulator.deliveries();
+    assert_eq!(deliveries.len(), 1, "{deliveries:?}");
+    assert!(
+        matches!(&deliveries[0].outcome, Err(e) if e.contains("only to http URLs on loopback")),
+        "{deliveries:?}"
+    );
+    Ok(())
+}
