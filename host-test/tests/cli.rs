@@ -357,6 +357,37 @@ async fn the_prompt_comes_from_a_file_or_from_stdin() {
 }
 
 #[test]
+fn empty_huge_or_binary_prompt_sources_are_refused_without_reading_them_whole() {
+    let dir = tempfile::tempdir().unwrap();
+    let binary = dir.path().join("clip.mp4");
+    std::fs::write(&binary, [0xff, 0xfe, 0x00, 0x01]).unwrap();
+    let empty_stdin = command(&["create", "--emulator"], &[])
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let endless = heygen_agent(&["create", "--emulator", "--prompt-file", "/dev/zero"], &[]);
+    let not_text = heygen_agent(
+        &[
+            "create",
+            "--emulator",
+            "--prompt-file",
+            binary.to_str().unwrap(),
+        ],
+        &[],
+    );
+
+    for (out, words) in [
+        (&empty_stdin, "stdin was empty"),
+        (&endless, "larger than any prompt"),
+        (&not_text, "not UTF-8 text"),
+    ] {
+        let stderr = text(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{stderr}");
+        assert!(stderr.contains(words), "{stderr}");
+    }
+}
+
+#[test]
 fn usage_errors_exit_2_with_and_without_json() {
     let cases: [&[&str]; 7] = [
         &["run", "--emulator", "--timeout", "5x", "p"],

@@ -99,15 +99,16 @@ impl VideoArgs {
         match (&self.prompt, &self.prompt_file) {
             (Some(prompt), _) => Ok(prompt.clone()),
             (None, Some(path)) if path.as_os_str() == "-" => read_stdin(),
-            (None, Some(path)) => std::fs::read_to_string(path).map_err(|e| {
-                Failure::usage(
-                    "usage",
-                    format!(
-                        "--prompt-file {}: {e}: check the path, or give the prompt as an argument",
-                        path.display()
-                    ),
-                )
-            }),
+            (None, Some(path)) => {
+                let name = format!("--prompt-file {}", path.display());
+                let file = std::fs::File::open(path).map_err(|e| {
+                    Failure::usage(
+                        "usage",
+                        format!("{name}: {e}: check the path, or give the prompt as an argument"),
+                    )
+                })?;
+                read_bounded(file, &name)
+            }
             (None, None) if !std::io::stdin().is_terminal() => read_stdin(),
             (None, None) => Err(Failure::usage(
                 "usage",
@@ -133,14 +134,49 @@ fn metadata_json(pairs: &[String]) -> Result<Option<String>, Failure> {
 }
 
 fn read_stdin() -> Result<String, Failure> {
-    let mut prompt = String::new();
-    std::io::stdin().read_to_string(&mut prompt).map_err(|e| {
+    let prompt = read_bounded(std::io::stdin().lock(), "the prompt on stdin")?;
+    if prompt.is_empty() {
+        return Err(Failure::usage(
+            "usage",
+            "no prompt: stdin was empty; give the prompt as an argument, with --prompt-file, \
+             or pipe it in",
+        ));
+    }
+    Ok(prompt)
+}
+
+/// The most bytes read as a prompt: 10,000 characters of up to four bytes each. A larger
+/// source (a video, a device, an endless pipe) is refused without being read whole.
+const MAX_PROMPT_BYTES: u64 = 4 * MAX_PROMPT_CHARS as u64;
+
+/// Reads a prompt from `source` (named `name` in errors), refusing one that is too large or
+/// not UTF-8 text.
+fn read_bounded(source: impl Read, name: &str) -> Result<String, Failure> {
+    let mut bytes = Vec::new();
+    source
+        .take(MAX_PROMPT_BYTES + 1)
+        .read_to_end(&mut bytes)
+        .map_err(|e| {
+            Failure::usage(
+                "usage",
+                format!("reading {name}: {e}: give the prompt as an argument instead"),
+            )
+        })?;
+    if bytes.len() as u64 > MAX_PROMPT_BYTES {
+        return Err(Failure::usage(
+            "usage",
+            format!(
+                "{name} is larger than any prompt ({MAX_PROMPT_CHARS} characters at most): \
+                 give the file that holds the video's description"
+            ),
+        ));
+    }
+    String::from_utf8(bytes).map_err(|_| {
         Failure::usage(
             "usage",
-            format!("reading the prompt from stdin: {e}: give it as an argument instead"),
+            format!("{name} is not UTF-8 text: save the prompt as UTF-8 text"),
         )
-    })?;
-    Ok(prompt)
+    })
 }
 
 /// The most characters HeyGen accepts in a prompt.
