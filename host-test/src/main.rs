@@ -273,12 +273,24 @@ fn usage_error(error: clap::Error) -> ExitCode {
     if error.exit_code() == 0 || !wants_json {
         error.exit();
     }
+    // clap's text without its usage block: the error line and any tips, on one line.
     let text = error.render().to_string();
-    let first = text.lines().next().unwrap_or("invalid command line");
-    let message = first.strip_prefix("error: ").unwrap_or(first);
+    let message = text
+        .lines()
+        .map(str::trim)
+        .take_while(|line| !line.starts_with("Usage:"))
+        .filter(|line| !line.is_empty())
+        .map(|line| line.strip_prefix("error: ").unwrap_or(line))
+        .collect::<Vec<_>>()
+        .join("; ");
+    let message = if message.is_empty() {
+        "invalid command line".to_string()
+    } else {
+        message
+    };
     println!(
         "{}",
-        json!({"error": {"kind": "usage", "message": format!("{message}: see --help")}})
+        json!({"error": {"kind": "usage", "message": format!("{message}; see --help")}})
     );
     ExitCode::from(exit::USAGE)
 }

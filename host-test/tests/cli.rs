@@ -416,6 +416,11 @@ fn usage_errors_exit_2_with_and_without_json() {
         assert_eq!(error["kind"], "usage", "{with_json:?}");
         assert!(error["message"].as_str().is_some_and(|m| !m.is_empty()));
     }
+
+    // A mistyped option keeps clap's suggestion in the JSON message.
+    let out = heygen_agent(&["run", "--emulator", "--json", "--timout", "5", "p"], &[]);
+    let message = stdout_json(&out)["error"]["message"].to_string();
+    assert!(message.contains("'--timeout'"), "{message}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
