@@ -54,16 +54,30 @@ pub fn create_run(
     // An earlier attempt (this engine's previous try) may already have made the run.
     if let Some(client_ref) = &options.client_ref {
         if let Some(run) = find_by_client_ref(io, settings, client_ref)? {
-            return Ok(run);
+            return pollable(run);
         }
     }
 
     match post_create(io, settings, body) {
-        Created::Run(run) => Ok(*run),
+        Created::Run(run) => pollable(*run),
         Created::Refused(error) => Err(error),
         Created::Unknown { message, error } => {
             settle_unknown(io, settings, options.client_ref.as_deref(), message, error)
+                .and_then(pollable)
         }
+    }
+}
+
+/// A created run whose id `poll-run` would refuse cannot be followed: that is the answer's
+/// fault, not the caller's, so it is an invalid response rather than invalid input.
+fn pollable(run: Run) -> Result<Run, RunError> {
+    match request::check_run_id(&run.id) {
+        Ok(()) => Ok(run),
+        Err(RunError::PermanentInvalidRequest(problem)) => Err(RunError::InvalidResponse(format!(
+            "Runflow answered the create with a run id that cannot be polled: it {}",
+            problem.problem
+        ))),
+        Err(other) => Err(other),
     }
 }
 
@@ -536,6 +550,18 @@ mod tests {
 
         assert!(
             matches!(&err, RunError::InvalidResponse(m) if m.contains("mine") && m.contains("someone-elses")),
+            "{err:?}"
+        );
+    }
+
+    #[test]
+    fn a_created_run_with_an_unpollable_id_is_an_invalid_response() {
+        let mut io = FakeIo::new(vec![answer(200, &run_json("bad\u{1b}[2Jid", None))]);
+
+        let err = create_run(&mut io, &settings(), &video(), &with_ref(None)).unwrap_err();
+
+        assert!(
+            matches!(&err, RunError::InvalidResponse(m) if m.contains("cannot be polled")),
             "{err:?}"
         );
     }

@@ -125,14 +125,22 @@ fn bad_config(message: String) -> RunError {
 
 /// Accepts `http(s)://host[:port][/path]` and returns it without a trailing slash.
 fn check_base_url(url: &str) -> Result<String, RunError> {
-    let Some(rest) = url
-        .strip_prefix("https://")
-        .or_else(|| url.strip_prefix("http://"))
-    else {
+    // The scheme is case-insensitive; it is sent in lowercase.
+    let lowered = url
+        .get(..8)
+        .map(str::to_ascii_lowercase)
+        .unwrap_or_default();
+    let (scheme, rest) = if lowered.starts_with("https://") {
+        ("https://", &url[8..])
+    } else if lowered.starts_with("http://") {
+        ("http://", &url[7..])
+    } else {
         return Err(bad_config(format!(
             "{BASE_URL_VAR} must start with https:// or http://, e.g. {DEFAULT_BASE_URL}"
         )));
     };
+    let url = format!("{scheme}{rest}");
+    let url = url.as_str();
     let host = rest.split('/').next().unwrap_or_default();
     if host.is_empty() || host.contains('@') {
         return Err(bad_config(format!(
@@ -153,7 +161,15 @@ fn check_base_url(url: &str) -> Result<String, RunError> {
              e.g. {DEFAULT_BASE_URL}"
         )));
     }
-    Ok(url.trim_end_matches('/').to_string())
+    let url = url.trim_end_matches('/');
+    let path = &rest[host.len()..].trim_end_matches('/');
+    if path.split('/').any(|segment| segment == "v1") {
+        return Err(bad_config(format!(
+            "{BASE_URL_VAR} ends in the API version path; give the origin only (such as \
+             {DEFAULT_BASE_URL}): `/v1/...` is added to every request"
+        )));
+    }
+    Ok(url.to_string())
 }
 
 fn number(
@@ -237,6 +253,26 @@ mod tests {
                 "{url}: {bad:?}"
             );
         }
+        let upper = settings(&[
+            (API_KEY_VAR, "k"),
+            (BASE_URL_VAR, "HTTPS://Api.Example.com"),
+        ]);
+        assert_eq!(upper.unwrap().base_url, "https://Api.Example.com");
+        for versioned in [
+            "http://127.0.0.1:8080/v1",
+            "https://gw.example.com/runflow/v1/",
+        ] {
+            let bad = settings(&[(API_KEY_VAR, "k"), (BASE_URL_VAR, versioned)]);
+            assert!(
+                matches!(&bad, Err(RunError::PermanentBadConfiguration(m)) if m.contains("/v1")),
+                "{versioned}: {bad:?}"
+            );
+        }
+        let prefixed = settings(&[
+            (API_KEY_VAR, "k"),
+            (BASE_URL_VAR, "https://gw.example.com/runflow"),
+        ]);
+        assert!(prefixed.is_ok());
         let ipv6 = settings(&[(API_KEY_VAR, "k"), (BASE_URL_VAR, "http://[::1]:8080")]);
         let ipv6_bare = settings(&[(API_KEY_VAR, "k"), (BASE_URL_VAR, "http://[::1]")]);
         assert!(ipv6.is_ok() && ipv6_bare.is_ok());

@@ -16,7 +16,7 @@ use serde_json::json;
 
 use cli::duration::parse_duration;
 use cli::follow::{Session, Waiting};
-use cli::output::Printer;
+use cli::output::{printable, Printer};
 use cli::video::VideoArgs;
 use cli::{download, estimate, exit, Failure};
 use host_test::wait::PollSchedule;
@@ -244,7 +244,9 @@ fn main() -> ExitCode {
         // Colours only for a terminal that wants them; a log file gets plain text.
         .with_ansi(std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none())
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()),
+            // With --json nothing but the one object is printed unless logs are asked for.
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| if cli.json { "off" } else { "warn" }.into()),
         )
         .init();
 
@@ -279,7 +281,7 @@ fn usage_error(error: clap::Error) -> ExitCode {
         .lines()
         .map(str::trim)
         .take_while(|line| !line.starts_with("Usage:"))
-        .filter(|line| !line.is_empty())
+        .filter(|line| !line.is_empty() && !line.starts_with("For more information"))
         .map(|line| line.strip_prefix("error: ").unwrap_or(line))
         .collect::<Vec<_>>()
         .join("; ");
@@ -374,10 +376,11 @@ async fn run_command(cli: Cli, out: &Printer) -> Result<u8, Failure> {
 async fn create(video: VideoArgs, use_emulator: bool, out: &Printer) -> Result<u8, Failure> {
     let (request, options) = video.into_request()?;
     let (runtime, emulator) = connect(use_emulator).await?;
-    let run = runtime
-        .create_run(&request, &options)
-        .await
-        .map_err(|e| Failure::call(&e))?;
+    // Through a session, so that Ctrl-C or SIGTERM during a slow create still prints how to
+    // find the run (its client-ref) instead of dying silently.
+    let mut session = Session::new(&runtime, out, emulator.is_some());
+    let run = session.create(&request, &options).await?;
+    session.clear_line();
     out.run(&run);
     if emulator.is_some() {
         out.note(
@@ -387,7 +390,7 @@ async fn create(video: VideoArgs, use_emulator: bool, out: &Printer) -> Result<u
     } else {
         out.note(&format!(
             "follow it with `heygen-agent poll --wait {}`",
-            run.id
+            printable(&run.id)
         ));
     }
     Ok(exit::OK)
@@ -443,10 +446,13 @@ async fn poll(
     let mut waiting = waiting.waiting(emulator.as_ref());
 
     let mut session = Session::new(&runtime, out, emulator.is_some());
-    let mut run = session.look(run_id).await?;
     if wait {
-        run = session.wait(run, &mut waiting).await?;
-    } else if dir.is_none() {
+        let run = session.look_patiently(run_id, &mut waiting).await?;
+        let run = session.wait(run, &mut waiting).await?;
+        return session.finish(run, dir.as_deref()).await;
+    }
+    let run = session.look(run_id).await?;
+    if dir.is_none() {
         session.finish(run, None).await?;
         return Ok(exit::OK);
     }
@@ -554,12 +560,14 @@ async fn verify_callback(body_file: &Path, signature: &str, out: &Printer) -> Re
     } else {
         let which = if index == 0 { "current" } else { "previous" };
         println!("signature: valid (the {which} secret)");
-        println!("event:     {}", event["event"].as_str().unwrap_or(""));
-        println!("run:       {}", event["run_id"].as_str().unwrap_or(""));
-        println!("status:    {}", event["status"].as_str().unwrap_or(""));
+        // Everything below comes from the callback body: shown without control characters.
+        let field = |value: &serde_json::Value| printable(value.as_str().unwrap_or(""));
+        println!("event:     {}", field(&event["event"]));
+        println!("run:       {}", field(&event["run_id"]));
+        println!("status:    {}", field(&event["status"]));
         for output in event["outputs"].as_array().into_iter().flatten() {
-            let kind = output["media_type"].as_str().unwrap_or("file");
-            println!("{kind:<10} {}", output["url"].as_str().unwrap_or(""));
+            let kind = printable(output["media_type"].as_str().unwrap_or("file"));
+            println!("{kind:<10} {}", field(&output["url"]));
         }
     }
     Ok(exit::OK)
@@ -624,6 +632,20 @@ async fn listen(
     out: &Printer,
 ) -> Result<u8, Failure> {
     let secrets = callback_secrets()?;
+    // The file is read at start (its run ids) and appended to: it must be a regular file,
+    // not a folder or a device that never ends.
+    if let Ok(metadata) = std::fs::metadata(&file) {
+        if !metadata.is_file() {
+            return Err(Failure::usage(
+                "usage",
+                format!(
+                    "--out {} is not a regular file: give the path of the JSON-lines file to \
+                     append events to (it is made if missing)",
+                    file.display()
+                ),
+            ));
+        }
+    }
     let runtime = std::sync::Arc::new(offline_runtime()?);
     let config = host_test::receiver::ReceiverConfig {
         addr,
@@ -634,9 +656,13 @@ async fn listen(
     let receiver = host_test::receiver::Receiver::start(runtime, config)
         .await
         .map_err(|e| {
-            Failure::usage("cannot-listen", format!("{e:#}")).hint(
-                "pick a free --addr (port 0 takes any), and an --out file in a folder that exists",
-            )
+            let message = format!("{e:#}");
+            let hint = if message.starts_with("binding") {
+                "pick a free --addr (port 0 takes any)"
+            } else {
+                "give an --out file you can read and write, in a folder that exists"
+            };
+            Failure::usage("cannot-listen", message).hint(hint)
         })?;
     if out.json {
         println!("{}", json!({"callback_url": receiver.url(), "out": file}));
@@ -654,11 +680,26 @@ async fn listen(
         println!("appending one line per run to {}", file.display());
         println!("(Ctrl-C stops it)");
     }
+    stop_signal().await.map_err(Failure::host)?;
+    Ok(exit::OK)
+}
+
+/// Waits for Ctrl-C or SIGTERM, the two ways a server started from the tool is stopped.
+async fn stop_signal() -> anyhow::Result<()> {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        let mut terminate = signal(SignalKind::terminate()).context("listening for SIGTERM")?;
+        tokio::select! {
+            pressed = tokio::signal::ctrl_c() => pressed.context("listening for Ctrl-C")?,
+            _ = terminate.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
     tokio::signal::ctrl_c()
         .await
-        .context("waiting for Ctrl-C")
-        .map_err(Failure::host)?;
-    Ok(exit::OK)
+        .context("listening for Ctrl-C")?;
+    Ok(())
 }
 
 /// The emulator's clock step can be shortened for scripted demos and tests.
@@ -679,6 +720,16 @@ fn emulator_config() -> EmulatorConfig {
 }
 
 async fn serve_emulator(addr: std::net::SocketAddr, out: &Printer) -> Result<u8, Failure> {
+    if !addr.ip().is_loopback() {
+        // It accepts a published key and makes up runs: nothing to offer another machine.
+        return Err(Failure::usage(
+            "usage",
+            format!(
+                "--addr {addr}: the emulator listens on loopback only (127.0.0.1 or [::1]); \
+                 its key is public"
+            ),
+        ));
+    }
     let emulator = Emulator::bind(addr, emulator_config()).await.map_err(|e| {
         Failure::usage("cannot-listen", format!("{e:#}"))
             .hint("pick a free --addr, or 127.0.0.1:0 for any free port")
@@ -697,10 +748,7 @@ async fn serve_emulator(addr: std::net::SocketAddr, out: &Printer) -> Result<u8,
         );
         println!("(Ctrl-C stops it)");
     }
-    tokio::signal::ctrl_c()
-        .await
-        .context("waiting for Ctrl-C")
-        .map_err(Failure::host)?;
+    stop_signal().await.map_err(Failure::host)?;
     Ok(exit::OK)
 }
 

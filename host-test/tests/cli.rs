@@ -1053,3 +1053,180 @@ fn help_shows_examples_and_the_exit_codes() {
         assert!(text(&out.stdout).contains("Example"), "{command}");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ctrl_c_during_a_slow_create_prints_the_client_ref_to_find_it_again() {
+    let emulator = emulator().await;
+    emulator.script_create(Fault::Delay(Duration::from_secs(20)));
+    let child = async_command(
+        &emulator,
+        &["create", "--json", "--client-ref", "order-77", "A tour"],
+    )
+    .stdout(Stdio::piped())
+    .stderr(Stdio::piped())
+    .spawn()
+    .unwrap();
+    let started = Instant::now();
+    while !emulator.requests().iter().any(|r| r.method == "POST") {
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "no create arrived"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+
+    signal(child.id().unwrap(), "TERM");
+    let out = child.wait_with_output().await.unwrap();
+
+    assert_eq!(out.status.code(), Some(130), "{}", text(&out.stderr));
+    let error = &stdout_json(&out)["error"];
+    assert_eq!(error["kind"], "interrupted");
+    assert_eq!(error["client_ref"], "order-77");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn poll_wait_rides_out_an_outage_on_its_first_read_and_quotes_it_safely() {
+    let emulator = emulator().await;
+    let id = emulator.seed_runs(1).remove(0);
+    emulator.script(
+        "GET",
+        "/v1/runs/",
+        Fault::answer(
+            503,
+            r#"{"code":"BUSY","message":"down \u001b[2J for a moment"}"#,
+        ),
+    );
+    let mut command = async_command(
+        &emulator,
+        &["poll", "--wait", "--poll-interval", "20ms", &id],
+    );
+    command.env("RUNFLOW_RETRY_MAX_ATTEMPTS", "1");
+
+    let out = command.output().await.unwrap();
+
+    let stderr = text(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(stderr.contains("still waiting"), "{stderr}");
+    assert!(!stderr.contains('\u{1b}'), "{stderr}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_create_answered_with_an_unusable_id_is_an_api_error_not_a_usage_error() {
+    let emulator = emulator().await;
+    let hostile = r#"{"id":"x\u001b]0;PWNED\u0007","status_code":"queued"}"#;
+    emulator.script_create(Fault::answer(200, hostile));
+
+    let out = against(&emulator, &["run", "--poll-interval", "20ms", "A tour"]).await;
+
+    let stderr = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(5), "{stderr}");
+    assert!(stderr.contains("cannot be polled"), "{stderr}");
+    assert!(
+        !stderr.contains('\u{1b}') && !stderr.contains('\u{7}'),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn more_bad_input_is_refused_with_what_to_do() {
+    let dir = tempfile::tempdir().unwrap();
+    let dir_arg = dir.path().to_str().unwrap();
+    let cases: [(&[&str], &str); 6] = [
+        (
+            &[
+                "run",
+                "--emulator",
+                "--metadata",
+                "a=1",
+                "--metadata",
+                "a=2",
+                "p",
+            ],
+            "given twice",
+        ),
+        (&["emulator", "--addr", "0.0.0.0:0"], "loopback only"),
+        (
+            &["run", "--emulator", "--poll-interval", "1e-10", "p"],
+            "at least a millisecond",
+        ),
+        (
+            &["run", "--emulator", "--timeout", "inf", "p"],
+            "not a number of seconds",
+        ),
+        (&["listen", "--out", dir_arg], "not a regular file"),
+        (
+            &[
+                "run",
+                "--emulator",
+                "--json",
+                "--orientation",
+                "square",
+                "p",
+            ],
+            "portrait",
+        ),
+    ];
+    for (args, words) in cases {
+        let out = heygen_agent(args, &[("RUNFLOW_CALLBACK_SECRET", "whsec_x")]);
+        let said = format!("{}{}", text(&out.stdout), text(&out.stderr));
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {said}");
+        assert!(said.contains(words), "{args:?}: {said}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn base_urls_are_read_with_any_scheme_case_but_never_with_the_version_path() {
+    let emulator = emulator().await;
+    let upper = emulator.base_url().replace("http://", "HTTP://");
+    let versioned = format!("{}/v1", emulator.base_url());
+
+    let mut ok = async_command(&emulator, &["create", "A tour"]);
+    ok.env("RUNFLOW_BASE_URL", &upper);
+    let ok = ok.output().await.unwrap();
+    let mut bad = async_command(&emulator, &["create", "A tour"]);
+    bad.env("RUNFLOW_BASE_URL", &versioned);
+    let bad = bad.output().await.unwrap();
+
+    assert!(ok.status.success(), "{}", text(&ok.stderr));
+    assert_eq!(bad.status.code(), Some(2), "{}", text(&bad.stderr));
+    assert!(text(&bad.stderr).contains("/v1"), "{}", text(&bad.stderr));
+    assert_eq!(emulator.run_count(), 1);
+}
+
+#[test]
+fn a_prompt_file_at_the_limit_with_a_final_line_break_is_accepted() {
+    let dir = tempfile::tempdir().unwrap();
+    let at_limit = dir.path().join("at-limit.txt");
+    let over = dir.path().join("over.txt");
+    std::fs::write(&at_limit, format!("{}\n", "a".repeat(10_000))).unwrap();
+    std::fs::write(&over, "a".repeat(10_001)).unwrap();
+
+    let ok = heygen_agent(
+        &[
+            "create",
+            "--emulator",
+            "--prompt-file",
+            at_limit.to_str().unwrap(),
+        ],
+        &[],
+    );
+    let refused = heygen_agent(
+        &[
+            "create",
+            "--emulator",
+            "--json",
+            "--prompt-file",
+            over.to_str().unwrap(),
+        ],
+        &[],
+    );
+
+    assert!(ok.status.success(), "{}", text(&ok.stderr));
+    assert_eq!(refused.status.code(), Some(2));
+    let error = &stdout_json(&refused)["error"];
+    assert_eq!(error["field"], "request.prompt");
+    assert!(error["message"]
+        .as_str()
+        .unwrap()
+        .starts_with("the prompt has 10001"));
+}

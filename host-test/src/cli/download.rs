@@ -146,6 +146,13 @@ async fn save_one(
         .await
         .map_err(describe)?;
     let status = response.status();
+    if status.is_redirection() {
+        // Redirects to http(s) were followed already; this one points somewhere else.
+        return Err(format!(
+            "the server redirected the download (HTTP {status}) to a link that is not http or \
+             https; it was not followed"
+        ));
+    }
     if !status.is_success() {
         return Err(format!(
             "the server answered HTTP {status}; links expire, and polling the run again gives fresh ones"

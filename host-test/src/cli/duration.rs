@@ -15,8 +15,11 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
             format!("`{text}` is not a duration: give seconds (90) or use s, m or h (90s, 20m, 1h)")
         })?,
     };
-    if !(total.is_finite() && total > 0.0) {
-        return Err(format!("`{text}` must be more than zero, e.g. 90s"));
+    if !total.is_finite() {
+        return Err(format!("`{text}` is not a number of seconds, e.g. 90s"));
+    }
+    if total < 0.001 {
+        return Err(format!("`{text}` must be at least a millisecond, e.g. 90s"));
     }
     let duration = Duration::from_secs_f64(total.min(LONGEST.as_secs_f64() + 1.0));
     if duration > LONGEST {

@@ -130,6 +130,11 @@ impl<'a> Session<'a> {
         Ok(run)
     }
 
+    /// Removes the live line (before the result is printed by the caller).
+    pub fn clear_line(&self) {
+        self.line.clear();
+    }
+
     /// Reads the run once.
     pub async fn look(&mut self, run_id: &str) -> Result<Run, Failure> {
         self.line.set_run(run_id);
@@ -148,6 +153,55 @@ impl<'a> Session<'a> {
         })?;
         self.line.show(status_name(&run.status));
         Ok(run)
+    }
+
+    /// Reads the run for `poll --wait`: as while waiting, a passing outage (a retryable
+    /// error) does not end the command; it is tried again on the poll schedule until the
+    /// timeout.
+    pub async fn look_patiently(
+        &mut self,
+        run_id: &str,
+        waiting: &mut Waiting,
+    ) -> Result<Run, Failure> {
+        let deadline = Instant::now() + waiting.timeout;
+        self.line.set_run(run_id);
+        loop {
+            self.line.show("reading run");
+            let polled = tokio::select! {
+                polled = self.runtime.poll_run(run_id) => polled,
+                () = self.interrupt.pressed() => {
+                    self.line.clear();
+                    return Err(Failure::new(exit::INTERRUPTED, "interrupted", "stopped before the run was read")
+                        .with("run_id", run_id));
+                }
+            };
+            let pause = waiting.schedule.next_wait();
+            match polled {
+                Ok(run) => {
+                    self.line.show(status_name(&run.status));
+                    return Ok(run);
+                }
+                Err(CallError::Run(e))
+                    if !error_kind(&e).starts_with("permanent-")
+                        && Instant::now() + pause < deadline =>
+                {
+                    self.line
+                        .note(&format!("still waiting: {}", error_message(&e)));
+                    tokio::select! {
+                        () = tokio::time::sleep(pause) => {}
+                        () = self.interrupt.pressed() => {
+                            self.line.clear();
+                            return Err(Failure::new(exit::INTERRUPTED, "interrupted", "stopped before the run was read")
+                                .with("run_id", run_id));
+                        }
+                    }
+                }
+                Err(e) => {
+                    self.line.clear();
+                    return Err(Failure::call(&e).with("run_id", run_id));
+                }
+            }
+        }
     }
 
     /// Polls the run until it ends, the timeout passes or Ctrl-C.

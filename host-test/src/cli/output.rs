@@ -46,7 +46,7 @@ impl Printer {
     /// A progress line on stderr, in text mode only.
     pub fn note(&self, line: &str) {
         if !self.json {
-            eprintln!("{line}");
+            eprintln!("{}", printable(line));
         }
     }
 
@@ -282,6 +282,8 @@ impl StatusLine {
 
     /// A line that stays above the live line (or is printed plainly on a pipe).
     pub fn note(&self, line: &str) {
+        // Notes quote the server (error messages, run ids): never let it drive the terminal.
+        let line = printable(line);
         if let Some(bar) = &self.bar {
             bar.println(line);
         } else if self.plain {

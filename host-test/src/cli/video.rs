@@ -57,22 +57,29 @@ enum OrientationArg {
 impl VideoArgs {
     /// The request and options for `create-run`; reads the prompt from where it was given.
     pub fn into_request(self) -> Result<(VideoRequest, RunOptions), Failure> {
-        let prompt = self.read_prompt()?;
+        // A file or a pipe ends with a line break that is not part of the prompt.
+        let prompt = self
+            .read_prompt()?
+            .trim_end_matches(['\n', '\r'])
+            .to_string();
         // The component enforces the limit itself, but a prompt of megabytes would not even
-        // fit into its memory: refuse it here, with the same words.
+        // fit into its memory: refuse it here, in the same form.
         let chars = prompt.chars().count();
         if chars > MAX_PROMPT_CHARS {
+            let problem =
+                format!("has {chars} characters; shorten it to at most {MAX_PROMPT_CHARS}");
             return Err(Failure::usage(
                 "permanent-invalid-request",
-                format!(
-                    "request.prompt has {chars} characters; shorten it to at most \
-                     {MAX_PROMPT_CHARS}"
-                ),
-            ));
+                format!("the prompt {problem}"),
+            )
+            .with("field", "request.prompt")
+            .with("option", "the prompt")
+            .with("problem", problem)
+            .with("retryable", false));
         }
         let metadata = metadata_json(&self.metadata)?;
         let request = VideoRequest {
-            prompt: prompt.trim_end_matches(['\n', '\r']).to_string(),
+            prompt,
             orientation: self.orientation.map(|o| match o {
                 OrientationArg::Landscape => Orientation::Landscape,
                 OrientationArg::Portrait => Orientation::Portrait,
@@ -128,7 +135,12 @@ fn metadata_json(pairs: &[String]) -> Result<Option<String>, Failure> {
                 format!("--metadata `{pair}` must be KEY=VALUE, e.g. --metadata campaign=winter"),
             ));
         };
-        metadata.insert(key.into(), json!(value));
+        if metadata.insert(key.into(), json!(value)).is_some() {
+            return Err(Failure::usage(
+                "usage",
+                format!("--metadata `{key}` is given twice: give each key once"),
+            ));
+        }
     }
     Ok((!metadata.is_empty()).then(|| Value::Object(metadata).to_string()))
 }
