@@ -126,18 +126,14 @@ fn bad_config(message: String) -> RunError {
 /// Accepts `http(s)://host[:port][/path]` and returns it without a trailing slash.
 fn check_base_url(url: &str) -> Result<String, RunError> {
     // The scheme is case-insensitive; it is sent in lowercase.
-    let lowered = url
-        .get(..8)
-        .map(str::to_ascii_lowercase)
-        .unwrap_or_default();
-    let (scheme, rest) = if lowered.starts_with("https://") {
-        ("https://", &url[8..])
-    } else if lowered.starts_with("http://") {
-        ("http://", &url[7..])
-    } else {
-        return Err(bad_config(format!(
-            "{BASE_URL_VAR} must start with https:// or http://, e.g. {DEFAULT_BASE_URL}"
-        )));
+    let (scheme, rest) = match url.split_once("://") {
+        Some((scheme, rest)) if scheme.eq_ignore_ascii_case("https") => ("https://", rest),
+        Some((scheme, rest)) if scheme.eq_ignore_ascii_case("http") => ("http://", rest),
+        _ => {
+            return Err(bad_config(format!(
+                "{BASE_URL_VAR} must start with https:// or http://, e.g. {DEFAULT_BASE_URL}"
+            )))
+        }
     };
     let url = format!("{scheme}{rest}");
     let url = url.as_str();
@@ -253,6 +249,8 @@ mod tests {
                 "{url}: {bad:?}"
             );
         }
+        let unicode = settings(&[(API_KEY_VAR, "k"), (BASE_URL_VAR, "http://é.example")]);
+        assert_eq!(unicode.unwrap().base_url, "http://é.example");
         let upper = settings(&[
             (API_KEY_VAR, "k"),
             (BASE_URL_VAR, "HTTPS://Api.Example.com"),
