@@ -30,12 +30,13 @@ pub fn poll_run(io: &mut impl Io, settings: &Settings, run_id: &str) -> Result<R
     let body = get_with_retries(io, settings, &url)?;
 
     let run = response::parse_run(&body).map_err(RunError::InvalidResponse)?;
-    if run.id != run_id {
+    // Ids are ASCII (check_run_id); a server may look them up and answer in another case.
+    if !run.id.eq_ignore_ascii_case(run_id) {
         // A cache or proxy that mixes up answers must not make the caller follow, bill-check
         // or download another run.
         return Err(RunError::InvalidResponse(format!(
             "asked for run {run_id}, but the answer is about run {}",
-            response::excerpt(run.id.as_bytes(), "")
+            response::excerpt(run.id.as_bytes(), &settings.api_key)
         )));
     }
     Ok(run)
@@ -540,6 +541,15 @@ mod tests {
         assert_eq!(run.id, "r1");
         assert_eq!(io.sent.len(), 3);
         assert_eq!(io.slept, [Duration::from_secs(1), Duration::from_secs(2)]);
+    }
+
+    #[test]
+    fn a_poll_answered_with_the_same_id_in_another_case_is_accepted() {
+        let mut io = FakeIo::new(vec![answer(200, &run_json("01936f0e-abcd", None))]);
+
+        let run = poll_run(&mut io, &settings(), "01936F0E-ABCD").unwrap();
+
+        assert_eq!(run.id, "01936f0e-abcd");
     }
 
     #[test]

@@ -159,7 +159,7 @@ fn check_base_url(url: &str) -> Result<String, RunError> {
     }
     let url = url.trim_end_matches('/');
     let path = &rest[host.len()..].trim_end_matches('/');
-    if path.split('/').any(|segment| segment == "v1") {
+    if path.rsplit('/').next() == Some("v1") {
         return Err(bad_config(format!(
             "{BASE_URL_VAR} ends in the API version path; give the origin only (such as \
              {DEFAULT_BASE_URL}): `/v1/...` is added to every request"
@@ -271,6 +271,11 @@ mod tests {
             (BASE_URL_VAR, "https://gw.example.com/runflow"),
         ]);
         assert!(prefixed.is_ok());
+        let v1_inside = settings(&[
+            (API_KEY_VAR, "k"),
+            (BASE_URL_VAR, "https://gw.example.com/v1/proxy"),
+        ]);
+        assert!(v1_inside.is_ok());
         let ipv6 = settings(&[(API_KEY_VAR, "k"), (BASE_URL_VAR, "http://[::1]:8080")]);
         let ipv6_bare = settings(&[(API_KEY_VAR, "k"), (BASE_URL_VAR, "http://[::1]")]);
         assert!(ipv6.is_ok() && ipv6_bare.is_ok());

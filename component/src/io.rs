@@ -197,7 +197,7 @@ fn describe(code: &waki::ErrorCode) -> String {
     let text = match code {
         E::HttpRequestDenied => "the host did not let the request out",
         E::DnsTimeout => "looking up the host name timed out",
-        E::DnsError(_) | E::DestinationNotFound => "the host name could not be resolved",
+        E::DestinationNotFound => "the host name could not be resolved",
         E::DestinationUnavailable => "the host is unreachable",
         E::DestinationIpProhibited => "the host's address is prohibited",
         E::DestinationIpUnroutable => "the host's address is unroutable",
@@ -205,7 +205,15 @@ fn describe(code: &waki::ErrorCode) -> String {
         E::ConnectionTimeout => "connecting timed out",
         E::ConnectionLimitReached => "too many connections are open",
         E::TlsCertificateError => "the server's TLS certificate was not accepted",
-        E::TlsProtocolError | E::TlsAlertReceived(_) => "the TLS handshake failed",
+        E::TlsProtocolError => "the TLS handshake failed",
+        E::DnsError(payload) => {
+            let detail = payload.rcode.as_deref().unwrap_or("no detail");
+            return format!("the host name could not be resolved ({detail})");
+        }
+        E::TlsAlertReceived(payload) => {
+            let alert = payload.alert_message.as_deref().unwrap_or("no detail");
+            return format!("the TLS handshake failed (the server sent the alert: {alert})");
+        }
         E::HttpRequestUriInvalid => "the request URL is not valid",
         E::ConnectionTerminated => "the connection closed before the answer came",
         E::ConnectionReadTimeout | E::HttpResponseTimeout => "the answer did not come in time",

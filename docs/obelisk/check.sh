@@ -169,6 +169,7 @@ echo "poll-run of an unknown run: permanent-not-found, attempted once"
 # transport-failed, and a second attempt follows after the deployment's 2-second backoff.
 kill "${pids[0]}" 2>/dev/null || true
 wait "${pids[0]}" 2>/dev/null || true
+unset 'pids[0]'  # reaped: its pid may be reused, so cleanup must not signal it
 retry_id="$(obelisk generate execution-id)"
 obelisk execution submit -a "$api" -e "$retry_id" "$ffqn_prefix.poll-run" "[\"$run_id\"]" \
     >/dev/null || fail "poll-run submission failed"

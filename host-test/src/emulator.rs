@@ -227,7 +227,9 @@ impl Emulator {
         let (stop, stopped) = watch::channel(false);
 
         let server = shared.clone();
-        crate::serve::spawn(listener, stopped, move |request| {
+        // Longer than any client keeps an idle connection (the host's pool: 30 s), so the
+        // client, not the emulator, closes it, and no poll races a closing connection.
+        crate::serve::spawn(listener, stopped, Duration::from_secs(65), move |request| {
             handle(server.clone(), request)
         });
 

@@ -85,7 +85,7 @@ impl Receiver {
         });
         let (stop, stopped) = watch::channel(false);
 
-        crate::serve::spawn(listener, stopped, move |request| {
+        crate::serve::spawn(listener, stopped, READ_TIMEOUT, move |request| {
             let shared = shared.clone();
             async move { Ok::<_, std::convert::Infallible>(handle(&shared, request).await) }
         });

@@ -718,7 +718,9 @@ fn sorted(error: &reqwest::Error) -> HttpError {
 fn connect_failure(error: &(dyn std::error::Error + 'static)) -> HttpError {
     use std::io::ErrorKind;
 
-    let mut cause = Some(error);
+    // The outermost error's text ends with the request URL, which may contain any word;
+    // only its causes are read.
+    let mut cause = error.source();
     while let Some(current) = cause {
         let text = current.to_string().to_ascii_lowercase();
         // hyper-util reports a failed lookup as "dns error: ..." with no typed cause.

@@ -13,14 +13,14 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
-/// How long a client may take to send its request line and headers.
-const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(5);
-
 /// Serves `handle` on `listener` until `stopped` turns true (or its sender is dropped).
-/// An `Err` from `handle` closes that connection without an answer.
+/// An `Err` from `handle` closes that connection without an answer. `header_timeout` is how
+/// long a client may take to send a request's headers, including while a kept-alive
+/// connection waits idle for its next request.
 pub(crate) fn spawn<H, F, B, E>(
     listener: TcpListener,
     mut stopped: watch::Receiver<bool>,
+    header_timeout: Duration,
     handle: H,
 ) where
     H: Fn(Request<Incoming>) -> F + Clone + Send + Sync + 'static,
@@ -45,7 +45,7 @@ pub(crate) fn spawn<H, F, B, E>(
                 let service = service_fn(handle);
                 let connection = http1::Builder::new()
                     .timer(TokioTimer::new())
-                    .header_read_timeout(HEADER_READ_TIMEOUT)
+                    .header_read_timeout(header_timeout)
                     .serve_connection(TokioIo::new(stream), service);
                 tokio::select! {
                     _ = connection => {}

@@ -316,6 +316,15 @@ async fn failed_connections_say_why_and_that_nothing_was_sent() -> anyhow::Resul
         assert!(transport.message.contains(words), "{transport:?}");
         assert!(!transport.message.contains("ErrorCode"), "{transport:?}");
     }
+    // The request URL (here with a client-ref that names a TLS word) does not sway the reading.
+    let error = refused
+        .create_run(&prompt("A tour"), &with_ref("certificate-order-1"))
+        .await
+        .expect_err("no connection can be made");
+    assert!(
+        format!("{error:?}").contains("the connection was refused"),
+        "{error:?}"
+    );
     assert_eq!(emulator.run_count(), 0);
     Ok(())
 }

@@ -63,12 +63,23 @@ pub fn prepare_dir(dir: &Path) -> Result<PathBuf, Failure> {
             ),
         )
     };
-    let mut existing = dir;
-    while !existing.exists() {
-        existing = match existing.parent() {
-            Some(parent) if !parent.as_os_str().is_empty() => parent,
-            _ => Path::new("."),
+    // The nearest ancestor that exists (a relative path ends at the working folder); a
+    // folder that cannot even be looked at is reported, not walked past.
+    let mut existing = Path::new(".");
+    for ancestor in dir.ancestors() {
+        let ancestor = if ancestor.as_os_str().is_empty() {
+            Path::new(".")
+        } else {
+            ancestor
         };
+        match ancestor.try_exists() {
+            Ok(true) => {
+                existing = ancestor;
+                break;
+            }
+            Ok(false) => {}
+            Err(e) => return Err(unusable(e)),
+        }
     }
     if !existing.is_dir() {
         return Err(unusable(std::io::Error::other(format!(
@@ -146,7 +157,7 @@ async fn save_one(
         .await
         .map_err(describe)?;
     let status = response.status();
-    if status.is_redirection() {
+    if status.is_redirection() && response.headers().contains_key(reqwest::header::LOCATION) {
         // Redirects to http(s) were followed already; this one points somewhere else.
         return Err(format!(
             "the server redirected the download (HTTP {status}) to a link that is not http or \

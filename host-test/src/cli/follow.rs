@@ -30,21 +30,19 @@ impl Interrupt {
             // Registered here and now, not on first poll as `ctrl_c()` would be. SIGTERM (a
             // service manager or `kill`) is handled like Ctrl-C, so the same clean-up runs:
             // a half-written download is removed rather than left behind.
-            if let (Ok(mut interrupts), Ok(mut terminations)) = (
-                signal(SignalKind::interrupt()),
-                signal(SignalKind::terminate()),
-            ) {
-                tokio::spawn(async move {
-                    let arrived = tokio::select! {
-                        got = interrupts.recv() => got.is_some(),
-                        got = terminations.recv() => got.is_some(),
-                    };
-                    if arrived {
-                        let _ = tx.send(true);
-                    }
-                    // Keep the sender, so a stream that ends does not look like a press.
-                    std::future::pending::<()>().await;
-                });
+            // Each is listened to on its own, so one that cannot be registered does not
+            // leave the other installed but unheard.
+            for kind in [SignalKind::interrupt(), SignalKind::terminate()] {
+                if let Ok(mut signals) = signal(kind) {
+                    let tx = tx.clone();
+                    tokio::spawn(async move {
+                        if signals.recv().await.is_some() {
+                            let _ = tx.send(true);
+                        }
+                        // Keep the sender, so a stream that ends does not look like a press.
+                        std::future::pending::<()>().await;
+                    });
+                }
             }
         }
         #[cfg(not(unix))]

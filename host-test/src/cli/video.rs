@@ -157,9 +157,10 @@ fn read_stdin() -> Result<String, Failure> {
     Ok(prompt)
 }
 
-/// The most bytes read as a prompt: 10,000 characters of up to four bytes each. A larger
-/// source (a video, a device, an endless pipe) is refused without being read whole.
-const MAX_PROMPT_BYTES: u64 = 4 * MAX_PROMPT_CHARS as u64;
+/// The most bytes read as a prompt: 10,000 characters of up to four bytes each, and a final
+/// line break. A larger source (a video, a device, an endless pipe) is refused without
+/// being read whole.
+const MAX_PROMPT_BYTES: u64 = 4 * MAX_PROMPT_CHARS as u64 + 2;
 
 /// Reads a prompt from `source` (named `name` in errors), refusing one that is too large or
 /// not UTF-8 text.
