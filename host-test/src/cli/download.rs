@@ -77,7 +77,9 @@ pub fn prepare_dir(dir: &Path) -> Result<PathBuf, Failure> {
                 existing = ancestor;
                 break;
             }
+            // Under a file: keep climbing to that file, which is refused below by name.
             Ok(false) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotADirectory => {}
             Err(e) => return Err(unusable(e)),
         }
     }
