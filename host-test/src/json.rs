@@ -109,11 +109,16 @@ pub fn api_error(error: &RunError) -> Option<&ApiError> {
     }
 }
 
+/// Whether calling again may succeed: every case whose name does not say `permanent`.
+pub fn is_retryable(error: &RunError) -> bool {
+    !error_kind(error).starts_with("permanent-")
+}
+
 /// An error as `{"kind": ..., "retryable": ..., "message": ..., details}`.
 pub fn error_json(error: &RunError) -> Value {
     let mut out = json!({
         "kind": error_kind(error),
-        "retryable": !error_kind(error).starts_with("permanent-"),
+        "retryable": is_retryable(error),
         "message": error_message(error),
     });
     let details = match error {

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
-use crate::json::error_kind;
+use crate::json::{error_kind, is_retryable};
 use crate::runtime::{CallError, Run, Runtime};
 
 /// When to poll next. HeyGen renders in about 5 to 10 times the video's length, so the
@@ -103,7 +103,7 @@ impl Runtime {
                     }
                     last = Some(run);
                 }
-                Err(CallError::Run(e)) if !error_kind(&e).starts_with("permanent-") => {
+                Err(CallError::Run(e)) if is_retryable(&e) => {
                     tracing::debug!(kind = error_kind(&e), "a poll failed; waiting on");
                 }
                 Err(e) => return Err(WaitError::Call(e)),

@@ -5,7 +5,7 @@ use host_test::wait::PollSchedule;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use host_test::json::{error_kind, error_message, run_json, status_name};
+use host_test::json::{error_message, is_retryable, run_json, status_name};
 use host_test::runtime::{CallError, Run, RunOptions, Runtime, Status, VideoRequest};
 use tokio::sync::watch;
 
@@ -135,22 +135,7 @@ impl<'a> Session<'a> {
 
     /// Reads the run once.
     pub async fn look(&mut self, run_id: &str) -> Result<Run, Failure> {
-        self.line.set_run(run_id);
-        self.line.show("reading run");
-        let polled = tokio::select! {
-            polled = self.runtime.poll_run(run_id) => polled,
-            () = self.interrupt.pressed() => {
-                self.line.clear();
-                return Err(Failure::new(exit::INTERRUPTED, "interrupted", "stopped before the run was read")
-                    .with("run_id", run_id));
-            }
-        };
-        let run = polled.map_err(|e| {
-            self.line.clear();
-            Failure::call(&e).with("run_id", run_id)
-        })?;
-        self.line.show(status_name(&run.status));
-        Ok(run)
+        self.read(run_id, None).await
     }
 
     /// Reads the run for `poll --wait`: as while waiting, a passing outage (a retryable
@@ -161,45 +146,57 @@ impl<'a> Session<'a> {
         run_id: &str,
         waiting: &mut Waiting,
     ) -> Result<Run, Failure> {
-        let deadline = Instant::now() + waiting.timeout;
+        self.read(run_id, Some(waiting)).await
+    }
+
+    /// Reads the run; with `patience`, retryable errors are waited out on its schedule.
+    async fn read(
+        &mut self,
+        run_id: &str,
+        mut patience: Option<&mut Waiting>,
+    ) -> Result<Run, Failure> {
+        let deadline = patience.as_ref().map(|w| Instant::now() + w.timeout);
         self.line.set_run(run_id);
         loop {
             self.line.show("reading run");
             let polled = tokio::select! {
                 polled = self.runtime.poll_run(run_id) => polled,
-                () = self.interrupt.pressed() => {
-                    self.line.clear();
-                    return Err(Failure::new(exit::INTERRUPTED, "interrupted", "stopped before the run was read")
-                        .with("run_id", run_id));
-                }
+                () = self.interrupt.pressed() => return Err(self.not_read(run_id)),
             };
-            let pause = waiting.schedule.next_wait();
-            match polled {
+            let error = match polled {
                 Ok(run) => {
                     self.line.show(status_name(&run.status));
                     return Ok(run);
                 }
-                Err(CallError::Run(e))
-                    if !error_kind(&e).starts_with("permanent-")
-                        && Instant::now() + pause < deadline =>
-                {
+                Err(error) => error,
+            };
+            if let (Some(waiting), Some(deadline), CallError::Run(e)) =
+                (patience.as_deref_mut(), deadline, &error)
+            {
+                let pause = waiting.schedule.next_wait();
+                if is_retryable(e) && Instant::now() + pause < deadline {
                     self.line
-                        .note(&format!("still waiting: {}", error_message(&e)));
+                        .note(&format!("still waiting: {}", error_message(e)));
                     tokio::select! {
-                        () = tokio::time::sleep(pause) => {}
-                        () = self.interrupt.pressed() => {
-                            self.line.clear();
-                            return Err(Failure::new(exit::INTERRUPTED, "interrupted", "stopped before the run was read")
-                                .with("run_id", run_id));
-                        }
+                        () = tokio::time::sleep(pause) => continue,
+                        () = self.interrupt.pressed() => return Err(self.not_read(run_id)),
                     }
                 }
-                Err(e) => {
-                    self.line.clear();
-                    return Err(Failure::call(&e).with("run_id", run_id));
-                }
             }
+            self.line.clear();
+            return Err(Failure::call(&error).with("run_id", run_id));
         }
+    }
+
+    /// The failure of a read stopped by Ctrl-C or SIGTERM.
+    fn not_read(&self, run_id: &str) -> Failure {
+        self.line.clear();
+        Failure::new(
+            exit::INTERRUPTED,
+            "interrupted",
+            "stopped before the run was read",
+        )
+        .with("run_id", run_id)
     }
 
     /// Polls the run until it ends, the timeout passes or Ctrl-C.
@@ -235,7 +232,7 @@ impl<'a> Session<'a> {
             match polled {
                 Ok(now) => run = now,
                 // The component already retried; a passing outage must not lose the run.
-                Err(CallError::Run(e)) if !error_kind(&e).starts_with("permanent-") => {
+                Err(CallError::Run(e)) if is_retryable(&e) => {
                     self.line
                         .note(&format!("still waiting: {}", error_message(&e)));
                     continue;
