@@ -8,14 +8,13 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;
 
-use anyhow::Context as _;
 use clap::{Args, CommandFactory as _, Parser, Subcommand};
 use host_test::emulator::{Emulator, EmulatorConfig};
 use host_test::runtime::{Runtime, RuntimeConfig};
 use serde_json::json;
 
 use cli::duration::parse_duration;
-use cli::follow::{Session, Waiting};
+use cli::follow::{Interrupt, Session, Waiting};
 use cli::output::{printable, Printer};
 use cli::video::VideoArgs;
 use cli::{download, estimate, exit, Failure};
@@ -576,28 +575,22 @@ async fn verify_callback(body_file: &Path, signature: &str, out: &Printer) -> Re
 /// Reads a saved callback body, refusing one larger than any callback the receiver accepts
 /// (so a wrong file such as a device or a video is not read whole into memory).
 fn read_callback_body(path: &Path) -> Result<Vec<u8>, Failure> {
-    use std::io::Read as _;
-
     let limit = host_test::receiver::DEFAULT_MAX_BODY;
     let unreadable =
         |e: std::io::Error| Failure::usage("usage", format!("--body-file {}: {e}", path.display()));
-    let mut body = Vec::new();
-    std::fs::File::open(path)
+    let file = std::fs::File::open(path).map_err(unreadable)?;
+    cli::read_at_most(file, limit as u64)
         .map_err(unreadable)?
-        .take(limit as u64 + 1)
-        .read_to_end(&mut body)
-        .map_err(unreadable)?;
-    if body.len() > limit {
-        return Err(Failure::usage(
-            "usage",
-            format!(
-                "--body-file {} is larger than {limit} bytes, which no Runflow callback is: \
-                 give the file holding the callback request's raw body",
-                path.display()
-            ),
-        ));
-    }
-    Ok(body)
+        .ok_or_else(|| {
+            Failure::usage(
+                "usage",
+                format!(
+                    "--body-file {} is larger than {limit} bytes, which no Runflow callback is: \
+                     give the file holding the callback request's raw body",
+                    path.display()
+                ),
+            )
+        })
 }
 
 /// Reads a listening address: `IP:PORT`, or `localhost:PORT` for 127.0.0.1 (read here,
@@ -653,6 +646,9 @@ async fn listen(
         secrets,
         max_body,
     };
+    // Ctrl-C or SIGTERM stops it, as they stop a wait; listened for before anything is
+    // printed, so a signal sent as soon as the address appears is not missed.
+    let mut stop = Interrupt::listen();
     let receiver = host_test::receiver::Receiver::start(runtime, config)
         .await
         .map_err(|e| {
@@ -680,26 +676,8 @@ async fn listen(
         println!("appending one line per run to {}", file.display());
         println!("(Ctrl-C stops it)");
     }
-    stop_signal().await.map_err(Failure::host)?;
+    stop.pressed().await;
     Ok(exit::OK)
-}
-
-/// Waits for Ctrl-C or SIGTERM, the two ways a server started from the tool is stopped.
-async fn stop_signal() -> anyhow::Result<()> {
-    #[cfg(unix)]
-    {
-        use tokio::signal::unix::{signal, SignalKind};
-        let mut terminate = signal(SignalKind::terminate()).context("listening for SIGTERM")?;
-        tokio::select! {
-            pressed = tokio::signal::ctrl_c() => pressed.context("listening for Ctrl-C")?,
-            _ = terminate.recv() => {}
-        }
-    }
-    #[cfg(not(unix))]
-    tokio::signal::ctrl_c()
-        .await
-        .context("listening for Ctrl-C")?;
-    Ok(())
 }
 
 /// The emulator's clock step can be shortened for scripted demos and tests.
@@ -730,6 +708,8 @@ async fn serve_emulator(addr: std::net::SocketAddr, out: &Printer) -> Result<u8,
             ),
         ));
     }
+    // As for `listen`: the handlers are in place before the address is printed.
+    let mut stop = Interrupt::listen();
     let emulator = Emulator::bind(addr, emulator_config()).await.map_err(|e| {
         Failure::usage("cannot-listen", format!("{e:#}"))
             .hint("pick a free --addr, or 127.0.0.1:0 for any free port")
@@ -748,7 +728,7 @@ async fn serve_emulator(addr: std::net::SocketAddr, out: &Printer) -> Result<u8,
         );
         println!("(Ctrl-C stops it)");
     }
-    stop_signal().await.map_err(Failure::host)?;
+    stop.pressed().await;
     Ok(exit::OK)
 }
 

@@ -1230,3 +1230,37 @@ fn a_prompt_file_at_the_limit_with_a_final_line_break_is_accepted() {
         .unwrap()
         .starts_with("the prompt has 10001"));
 }
+
+#[test]
+fn the_emulator_and_the_receiver_stop_cleanly_on_sigterm() {
+    let dir = tempfile::tempdir().unwrap();
+    let events = dir.path().join("events.jsonl");
+    for args in [
+        &["emulator", "--json", "--addr", "127.0.0.1:0"][..],
+        &[
+            "listen",
+            "--json",
+            "--addr",
+            "127.0.0.1:0",
+            "--out",
+            events.to_str().unwrap(),
+        ][..],
+    ] {
+        let mut child = command(args, &[("RUNFLOW_CALLBACK_SECRET", "whsec_x")])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        // The first line says it is serving, so the signal handlers are in place.
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        assert!(line.contains("127.0.0.1"), "{args:?}: {line}");
+
+        signal(child.id(), "TERM");
+
+        let status = wait_at_most(&mut child, Duration::from_secs(10));
+        assert_eq!(status.code(), Some(0), "{args:?}");
+    }
+}

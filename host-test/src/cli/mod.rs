@@ -128,6 +128,16 @@ impl Failure {
     }
 }
 
+/// Reads all of `source` if it holds at most `limit` bytes; `None` when it holds more, after
+/// reading one byte past the limit and no further (a device or an endless pipe stops there).
+pub fn read_at_most(source: impl std::io::Read, limit: u64) -> std::io::Result<Option<Vec<u8>>> {
+    use std::io::Read as _;
+
+    let mut bytes = Vec::new();
+    source.take(limit + 1).read_to_end(&mut bytes)?;
+    Ok((bytes.len() as u64 <= limit).then_some(bytes))
+}
+
 /// The command-line option (or argument) that fills a field of the component's input.
 fn option_for_field(field: &str) -> String {
     if let Some(index) = field

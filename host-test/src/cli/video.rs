@@ -4,7 +4,9 @@ use std::io::{IsTerminal, Read};
 use std::path::PathBuf;
 
 use clap::{Args, ValueEnum};
-use host_test::runtime::{Orientation, RunOptions, VideoRequest};
+use host_test::runtime::{
+    CallError, FieldProblem, Orientation, RunError, RunOptions, VideoRequest,
+};
 use serde_json::{json, Value};
 
 use super::Failure;
@@ -66,16 +68,15 @@ impl VideoArgs {
         // fit into its memory: refuse it here, in the same form.
         let chars = prompt.chars().count();
         if chars > MAX_PROMPT_CHARS {
-            let problem =
-                format!("has {chars} characters; shorten it to at most {MAX_PROMPT_CHARS}");
-            return Err(Failure::usage(
-                "permanent-invalid-request",
-                format!("the prompt {problem}"),
-            )
-            .with("field", "request.prompt")
-            .with("option", "the prompt")
-            .with("problem", problem)
-            .with("retryable", false));
+            // The same error the component would return, so it reads and exits the same.
+            let problem = FieldProblem {
+                field: "request.prompt".into(),
+                problem: format!(
+                    "has {chars} characters; shorten it to at most {MAX_PROMPT_CHARS}"
+                ),
+            };
+            let error = CallError::Run(RunError::PermanentInvalidRequest(problem));
+            return Err(Failure::call(&error));
         }
         let metadata = metadata_json(&self.metadata)?;
         let request = VideoRequest {
@@ -165,25 +166,22 @@ const MAX_PROMPT_BYTES: u64 = 4 * MAX_PROMPT_CHARS as u64 + 2;
 /// Reads a prompt from `source` (named `name` in errors), refusing one that is too large or
 /// not UTF-8 text.
 fn read_bounded(source: impl Read, name: &str) -> Result<String, Failure> {
-    let mut bytes = Vec::new();
-    source
-        .take(MAX_PROMPT_BYTES + 1)
-        .read_to_end(&mut bytes)
+    let bytes = super::read_at_most(source, MAX_PROMPT_BYTES)
         .map_err(|e| {
             Failure::usage(
                 "usage",
                 format!("reading {name}: {e}: give the prompt as an argument instead"),
             )
+        })?
+        .ok_or_else(|| {
+            Failure::usage(
+                "usage",
+                format!(
+                    "{name} is larger than any prompt ({MAX_PROMPT_CHARS} characters at most): \
+                     give the file that holds the video's description"
+                ),
+            )
         })?;
-    if bytes.len() as u64 > MAX_PROMPT_BYTES {
-        return Err(Failure::usage(
-            "usage",
-            format!(
-                "{name} is larger than any prompt ({MAX_PROMPT_CHARS} characters at most): \
-                 give the file that holds the video's description"
-            ),
-        ));
-    }
     String::from_utf8(bytes).map_err(|_| {
         Failure::usage(
             "usage",
