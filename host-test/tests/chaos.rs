@@ -30,11 +30,7 @@ impl XorShift {
 }
 
 fn random_fault(rng: &mut XorShift) -> Fault {
-    let status = |status: u16, body: &str| Fault::Status {
-        status,
-        body: body.as_bytes().to_vec(),
-        retry_after: Some("0".into()),
-    };
+    let status = |status: u16, body: &str| Fault::answer_after(status, body, "0");
     match rng.below(11) {
         0 => status(500, r#"{"code":"INTERNAL","message":"oops"}"#),
         1 => status(502, "<html>Bad Gateway</html>"),

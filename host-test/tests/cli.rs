@@ -587,6 +587,15 @@ fn stopped_while_waiting(signal_name: &str) {
     assert!(seen.contains(&format!("heygen-agent poll {id}")), "{seen}");
 }
 
+/// Waits until `done` holds, checking every 20 ms; fails the test after `limit`.
+async fn eventually(what: &str, limit: Duration, done: impl Fn() -> bool) {
+    let started = Instant::now();
+    while !done() {
+        assert!(started.elapsed() < limit, "no {what} within {limit:?}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 fn wait_at_most(child: &mut Child, limit: Duration) -> std::process::ExitStatus {
     let started = Instant::now();
     loop {
@@ -618,11 +627,10 @@ async fn ctrl_c_with_json_prints_the_run_id() {
     .spawn()
     .unwrap();
 
-    let started = Instant::now();
-    while emulator.run_count() == 0 {
-        assert!(started.elapsed() < Duration::from_secs(30), "no run made");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    eventually("a run made", Duration::from_secs(30), || {
+        emulator.run_count() > 0
+    })
+    .await;
     interrupt(child.id().unwrap());
     let out = tokio::time::timeout(Duration::from_secs(20), child.wait_with_output())
         .await
@@ -1066,14 +1074,10 @@ async fn ctrl_c_during_a_slow_create_prints_the_client_ref_to_find_it_again() {
     .stderr(Stdio::piped())
     .spawn()
     .unwrap();
-    let started = Instant::now();
-    while !emulator.requests().iter().any(|r| r.method == "POST") {
-        assert!(
-            started.elapsed() < Duration::from_secs(20),
-            "no create arrived"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    eventually("a create request", Duration::from_secs(20), || {
+        emulator.requests().iter().any(|r| r.method == "POST")
+    })
+    .await;
 
     signal(child.id().unwrap(), "TERM");
     let out = child.wait_with_output().await.unwrap();

@@ -31,11 +31,7 @@ fn arbitrary_answers_never_trap_the_guest() {
                 // A fresh reference each time, so the lookup finds nothing and the create is sent.
                 let n = case.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 let client_ref = format!("prop-{n}");
-                let fault = Fault::Status {
-                    status,
-                    body,
-                    retry_after: None,
-                };
+                let fault = Fault::answer(status, body);
                 let result = tokio.block_on(async {
                     if create {
                         emulator.script_create(fault);

@@ -49,10 +49,11 @@ async fn no_log_line_or_error_ever_contains_the_key() -> anyhow::Result<()> {
     };
     let runtime = Runtime::embedded(config(KEY))?;
     let wrong = Runtime::embedded(config(WRONG_KEY))?;
-    let echo = |status: u16| Fault::Status {
-        status,
-        body: format!(r#"{{"code":"ECHO","message":"you sent Bearer {KEY}"}}"#).into_bytes(),
-        retry_after: None,
+    let echo = |status: u16| {
+        Fault::answer(
+            status,
+            format!(r#"{{"code":"ECHO","message":"you sent Bearer {KEY}"}}"#).into_bytes(),
+        )
     };
     let mut seen = vec![format!("{:?}", config(KEY))];
 
@@ -71,11 +72,10 @@ async fn no_log_line_or_error_ever_contains_the_key() -> anyhow::Result<()> {
     emulator.script(
         "GET",
         "/v1/runs/",
-        Fault::Status {
-            status: 502,
-            body: format!("<html>Authorization: Bearer {KEY}</html>").into_bytes(),
-            retry_after: None,
-        },
+        Fault::answer(
+            502,
+            format!("<html>Authorization: Bearer {KEY}</html>").into_bytes(),
+        ),
     );
     seen.push(describe(runtime.poll_run(&run.id).await));
     // A 2xx that is not a run, and an error whose code and field details echo the key in
@@ -83,25 +83,18 @@ async fn no_log_line_or_error_ever_contains_the_key() -> anyhow::Result<()> {
     emulator.script(
         "GET",
         "/v1/runs/",
-        Fault::Status {
-            status: 200,
-            body: format!("garbage Bearer {KEY}").into_bytes(),
-            retry_after: None,
-        },
+        Fault::answer(200, format!("garbage Bearer {KEY}").into_bytes()),
     );
     seen.push(describe(runtime.poll_run(&run.id).await));
     let upper = KEY.to_uppercase();
     emulator.script(
         "GET",
         "/v1/runs/",
-        Fault::Status {
-            status: 422,
-            body: format!(
-                r#"{{"code":"{upper}","errors":[{{"field":"{KEY}","message":"{upper}"}}]}}"#
-            )
-            .into_bytes(),
-            retry_after: None,
-        },
+        Fault::answer(
+            422,
+            format!(r#"{{"code":"{upper}","errors":[{{"field":"{KEY}","message":"{upper}"}}]}}"#)
+                .into_bytes(),
+        ),
     );
     seen.push(describe(runtime.poll_run(&run.id).await));
     emulator.script_create(Fault::DropAfterHandling);
@@ -147,11 +140,7 @@ async fn the_tool_never_prints_the_key() -> anyhow::Result<()> {
     emulator.script(
         "GET",
         "/v1/runs/",
-        Fault::Status {
-            status: 400,
-            body: format!("echo: Bearer {KEY}").into_bytes(),
-            retry_after: None,
-        },
+        Fault::answer(400, format!("echo: Bearer {KEY}").into_bytes()),
     );
     let base = emulator.base_url().to_string();
     let tool = |args: &'static [&'static str], key: &'static str| {
