@@ -93,20 +93,16 @@ pub fn parse_event(body: &[u8]) -> Result<CallbackEvent, CallbackError> {
     // Either one implies the other when only one was sent.
     let kind = match event {
         Some(event) => kind_of(event),
-        None => match &status {
-            Some(Status::Succeeded) => EventKind::RunCompleted,
-            Some(Status::Failed) => EventKind::RunFailed,
-            Some(Status::Canceled) => EventKind::RunCancelled,
-            Some(Status::PartialSucceeded) => EventKind::RunPartialSucceeded,
-            _ => EventKind::Other(String::new()),
-        },
+        None => FINAL
+            .iter()
+            .find(|(_, final_status)| status.as_ref() == Some(final_status))
+            .map_or(EventKind::Other(String::new()), |(kind, _)| kind.clone()),
     };
-    let status = status.unwrap_or_else(|| match &kind {
-        EventKind::RunCompleted => Status::Succeeded,
-        EventKind::RunFailed => Status::Failed,
-        EventKind::RunCancelled => Status::Canceled,
-        EventKind::RunPartialSucceeded => Status::PartialSucceeded,
-        EventKind::Other(_) => Status::Other(String::new()),
+    let status = status.unwrap_or_else(|| {
+        FINAL
+            .iter()
+            .find(|(final_kind, _)| *final_kind == kind)
+            .map_or(Status::Other(String::new()), |(_, status)| status.clone())
     });
     let output = obj.get("output").filter(|v| !v.is_null());
     let envelope = output
@@ -133,6 +129,14 @@ pub fn parse_event(body: &[u8]) -> Result<CallbackEvent, CallbackError> {
             .map(Value::to_string),
     })
 }
+
+/// Each final event and the status a run has when it is sent.
+const FINAL: [(EventKind, Status); 4] = [
+    (EventKind::RunCompleted, Status::Succeeded),
+    (EventKind::RunFailed, Status::Failed),
+    (EventKind::RunCancelled, Status::Canceled),
+    (EventKind::RunPartialSucceeded, Status::PartialSucceeded),
+];
 
 fn kind_of(event: String) -> EventKind {
     match event.as_str() {
