@@ -37,6 +37,44 @@ async fn a_guest_over_its_memory_cap_fails_alone() -> anyhow::Result<()> {
     Ok(())
 }
 
+/// One pool slot serves every call here, so each call starts in the memory the last one
+/// left: written pages reset in place (the default) or returned to the kernel, a guest that
+/// filled its memory or trapped must leave nothing behind for the next.
+#[tokio::test]
+async fn a_reused_pool_slot_starts_clean_after_heavy_use_and_after_a_trap() -> anyhow::Result<()> {
+    let event =
+        br#"{"run_id": "r", "status": "succeeded", "outputs": {"video_url": "https://v/x.mp4"}}"#;
+    let fresh = format!("{:?}", offline(|_| {}).parse_event(event).await?);
+    for keep_resident in [1024 * 1024, 0] {
+        let runtime = offline(|c| {
+            c.keep_resident = keep_resident;
+            c.max_concurrent_calls = 1;
+            c.memory_limit = 8 * 1024 * 1024;
+        });
+        let big = format!(
+            r#"{{"run_id": "{}", "status": "running"}}"#,
+            "b".repeat(1_500_000)
+        );
+
+        let heavy = runtime.parse_event(big.as_bytes()).await?;
+        let again = format!("{:?}", runtime.parse_event(event).await?);
+        let over = runtime.parse_event(&vec![b'a'; 16 * 1024 * 1024]).await;
+        let after_trap = format!("{:?}", runtime.parse_event(event).await?);
+
+        assert!(heavy.is_ok(), "{keep_resident}: {heavy:?}");
+        assert!(is_trap(&over, "memory"), "{keep_resident}: {over:?}");
+        assert_eq!(
+            again, fresh,
+            "after a heavy call, keep_resident {keep_resident}"
+        );
+        assert_eq!(
+            after_trap, fresh,
+            "after a trap, keep_resident {keep_resident}"
+        );
+    }
+    Ok(())
+}
+
 #[tokio::test]
 async fn a_guest_over_its_cpu_cap_is_interrupted_while_others_carry_on() -> anyhow::Result<()> {
     let runtime = Arc::new(offline(|c| {
