@@ -42,6 +42,14 @@ struct Native {
 }
 
 impl Native {
+    fn new(emulator: &Emulator) -> Self {
+        Self {
+            client: reqwest::Client::new(),
+            base: emulator.base_url().into(),
+            key: emulator.api_key().into(),
+        }
+    }
+
     async fn poll(&self, id: &str) -> anyhow::Result<String> {
         let response = self
             .client
@@ -64,6 +72,56 @@ fn config(emulator: &Emulator, pooling: bool, cache: Option<&std::path::Path>) -
     config
 }
 
+/// Polls one run `calls` times through the component and through the native client,
+/// alternating call by call so both meet the same conditions, after a warm-up that leaves
+/// connection set-up and lazy initialisation out of the figures.
+async fn alternate(
+    runtime: &Runtime,
+    native: &Native,
+    id: &str,
+    calls: usize,
+) -> anyhow::Result<(Series, Series)> {
+    for _ in 0..50 {
+        runtime.poll_run(id).await?;
+        native.poll(id).await?;
+    }
+    let mut component = Vec::with_capacity(calls);
+    let mut baseline = Vec::with_capacity(calls);
+    for _ in 0..calls {
+        let started = Instant::now();
+        runtime.poll_run(id).await?;
+        component.push(started.elapsed());
+        let started = Instant::now();
+        native.poll(id).await?;
+        baseline.push(started.elapsed());
+    }
+    Ok((Series::of(component), Series::of(baseline)))
+}
+
+/// The same comparison with the caller, both clients and the emulator on one thread (a
+/// tokio current-thread runtime), where no step of a call waits for another thread to wake.
+fn alternate_on_one_thread(
+    calls: usize,
+    cache: std::path::PathBuf,
+) -> anyhow::Result<(Series, Series)> {
+    std::thread::scope(|scope| {
+        scope
+            .spawn(|| {
+                let runtime = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()?;
+                runtime.block_on(async {
+                    let emulator = Emulator::start(EmulatorConfig::default()).await?;
+                    let component = Runtime::embedded(config(&emulator, true, Some(&cache)))?;
+                    let id = emulator.seed_runs(1).remove(0);
+                    alternate(&component, &Native::new(&emulator), &id, calls).await
+                })
+            })
+            .join()
+            .map_err(|_| anyhow::anyhow!("the one-thread benchmark panicked"))?
+    })
+}
+
 /// Runs every benchmark and prints the report to stdout.
 pub async fn run(calls: usize) -> anyhow::Result<()> {
     let calls = calls.max(10);
@@ -71,33 +129,14 @@ pub async fn run(calls: usize) -> anyhow::Result<()> {
     let cache = std::env::temp_dir().join(format!("heygen-bench-cache-{}", std::process::id()));
     let pooled = Arc::new(Runtime::embedded(config(&emulator, true, Some(&cache)))?);
     let unpooled = Runtime::embedded(config(&emulator, false, None))?;
-    let native = Arc::new(Native {
-        client: reqwest::Client::new(),
-        base: emulator.base_url().into(),
-        key: emulator.api_key().into(),
-    });
+    let native = Arc::new(Native::new(&emulator));
     let id = emulator.seed_runs(1).remove(0);
 
     println!("# Benchmarks\n");
     println!("{}\n", machine());
     println!("Command: `cargo run --release -p host-test -- bench --calls {calls}`\n");
 
-    // Warm both paths so connection set-up and lazy initialisation are not measured.
-    for _ in 0..50 {
-        pooled.poll_run(&id).await?;
-        native.poll(&id).await?;
-    }
-
-    let mut component = Vec::with_capacity(calls);
-    let mut baseline = Vec::with_capacity(calls);
-    for _ in 0..calls {
-        let started = Instant::now();
-        pooled.poll_run(&id).await?;
-        component.push(started.elapsed());
-        let started = Instant::now();
-        native.poll(&id).await?;
-        baseline.push(started.elapsed());
-    }
+    let (component, baseline) = alternate(&pooled, &native, &id, calls).await?;
     // The same instantiate-and-call path with no network, to split the component's cost.
     let callback = include_bytes!("../../component/tests/fixtures/callback-succeeded.json");
     let mut offline = Vec::with_capacity(calls);
@@ -110,8 +149,11 @@ pub async fn run(calls: usize) -> anyhow::Result<()> {
         offline.push(started.elapsed());
     }
     let offline = Series::of(offline);
-    let (component, baseline) = (Series::of(component), Series::of(baseline));
     println!("## One poll, end to end ({calls} sequential calls each)\n");
+    println!(
+        "The caller is the main thread, blocked on tokio's multi-thread runtime, where the \
+         clients' connection tasks and the emulator run.\n"
+    );
     println!("| client | median | p99 |");
     println!("|---|---|---|");
     println!(
@@ -136,6 +178,27 @@ pub async fn run(calls: usize) -> anyhow::Result<()> {
     );
 
     // Each allocator alternates with the others call by call, so they share conditions.
+    let (one_component, one_native) = alternate_on_one_thread(calls, cache.clone())?;
+    println!("## One poll, everything on one thread ({calls} sequential calls each)\n");
+    println!("A tokio current-thread runtime runs the caller, both clients and the emulator.\n");
+    println!("| client | median | p99 |");
+    println!("|---|---|---|");
+    println!(
+        "| component (instantiate + `poll-run`) | {} | {} |",
+        us(one_component.median),
+        us(one_component.p99)
+    );
+    println!(
+        "| native Rust (reqwest, keep-alive) | {} | {} |",
+        us(one_native.median),
+        us(one_native.p99)
+    );
+    println!(
+        "| ratio component / native | {:.2}x | {:.2}x |\n",
+        one_component.median.as_secs_f64() / one_native.median.as_secs_f64(),
+        one_component.p99.as_secs_f64() / one_native.p99.as_secs_f64()
+    );
+
     let mut returned = config(&emulator, true, None);
     returned.keep_resident = 0;
     let allocators = [
