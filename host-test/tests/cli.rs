@@ -786,11 +786,34 @@ fn refused_input_leaves_no_download_folder_behind() {
         &[],
     );
 
+    let dangling = dir.path().join("gone");
+    std::os::unix::fs::symlink(dir.path().join("nowhere"), &dangling).unwrap();
+    let refused_links: Vec<_> = [dangling.clone(), dangling.join("videos")]
+        .iter()
+        .map(|folder| {
+            let args = [
+                "run",
+                "--emulator",
+                "--download",
+                folder.to_str().unwrap(),
+                "A tour",
+            ];
+            heygen_agent(&args, &[])
+        })
+        .collect();
+
     assert_eq!(blank.status.code(), Some(2));
     assert!(!dir.path().join("new").exists());
     assert_eq!(under_a_file.status.code(), Some(2));
     let stderr = text(&under_a_file.stderr);
     assert!(stderr.contains("is a file, not a folder"), "{stderr}");
+    for refused in refused_links {
+        let stderr = text(&refused.stderr);
+        assert_eq!(refused.status.code(), Some(2), "{stderr}");
+        assert!(stderr.contains("is a link to"), "{stderr}");
+        assert!(stderr.contains("which does not exist"), "{stderr}");
+    }
+    assert!(!dir.path().join("nowhere").exists());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -77,6 +77,16 @@ pub fn prepare_dir(dir: &Path) -> Result<PathBuf, Failure> {
                 existing = ancestor;
                 break;
             }
+            // A link to nothing: creating the folder would fail only after the run was paid.
+            Ok(false) if ancestor.is_symlink() => {
+                let target = std::fs::read_link(ancestor)
+                    .map(|t| t.display().to_string())
+                    .unwrap_or_else(|_| "a path".into());
+                return Err(unusable(std::io::Error::other(format!(
+                    "{} is a link to {target}, which does not exist",
+                    ancestor.display()
+                ))));
+            }
             // Under a file: keep climbing to that file, which is refused below by name.
             Ok(false) => {}
             Err(e) if e.kind() == std::io::ErrorKind::NotADirectory => {}
