@@ -74,7 +74,28 @@ pub struct Delivery {
     /// 1 for the first attempt.
     pub attempt: u32,
     /// The receiver's HTTP status, or why no answer came.
-    pub outcome: Result<u16, String>,
+    pub outcome: Result<u16, DeliveryFailure>,
+}
+
+/// Why a callback attempt brought no HTTP status back.
+#[derive(Debug, Clone, PartialEq)]
+pub enum DeliveryFailure {
+    /// Not sent: the emulator calls back only to http URLs on loopback, so that nothing it
+    /// does leaves this machine. Trying again would change nothing.
+    Refused,
+    /// Sent, or tried, and failed: the connection, the exchange or the time limit, with why.
+    Failed(String),
+}
+
+impl std::fmt::Display for DeliveryFailure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Refused => {
+                f.write_str("not delivered: the emulator calls back only to http URLs on loopback")
+            }
+            Self::Failed(why) => f.write_str(why),
+        }
+    }
 }
 
 /// A request as the emulator received it.
@@ -806,7 +827,7 @@ async fn send_callback(shared: &Shared, run_id: String, url: String) {
         let corrupt = corrupt_first && attempt == 1;
         let outcome = post_callback(shared, &url, &body, corrupt).await;
         let ok = matches!(outcome, Ok(200..=299));
-        let refused = matches!(&outcome, Err(e) if e == NOT_DELIVERED);
+        let refused = outcome == Err(DeliveryFailure::Refused);
         shared.state().deliveries.push(Delivery {
             run_id: run_id.clone(),
             attempt,
@@ -876,9 +897,6 @@ pub fn sign(secret: &str, body: &[u8]) -> String {
         .collect()
 }
 
-/// The outcome of a delivery the emulator refused to make.
-const NOT_DELIVERED: &str = "not delivered: the emulator calls back only to http URLs on loopback";
-
 /// One delivery attempt. The emulator calls back only to loopback http URLs: it must never
 /// send anything off this machine.
 async fn post_callback(
@@ -886,8 +904,11 @@ async fn post_callback(
     url: &str,
     body: &[u8],
     corrupt: bool,
-) -> Result<u16, String> {
-    let uri: hyper::Uri = url.parse().map_err(|e| format!("bad callback URL: {e}"))?;
+) -> Result<u16, DeliveryFailure> {
+    let failed = |why: String| DeliveryFailure::Failed(why);
+    let uri: hyper::Uri = url
+        .parse()
+        .map_err(|e| failed(format!("bad callback URL: {e}")))?;
     let host = uri.host().unwrap_or_default().trim_matches(['[', ']']);
     let loopback = host == "localhost"
         || host
@@ -899,7 +920,7 @@ async fn post_callback(
             "the emulator does not deliver callbacks off this machine: give an http \
              callback URL on 127.0.0.1 (such as the one `heygen-agent listen` prints)"
         );
-        return Err(NOT_DELIVERED.into());
+        return Err(DeliveryFailure::Refused);
     }
     let port = uri.port_u16().unwrap_or(80);
     let path = uri.path_and_query().map_or("/", |p| p.as_str()).to_string();
@@ -919,7 +940,7 @@ async fn post_callback(
     }
     let request = request
         .body(http_body_util::Full::new(Bytes::copy_from_slice(body)))
-        .map_err(|e| e.to_string())?;
+        .map_err(|e| failed(e.to_string()))?;
 
     let attempt = async {
         let addr = if host == "localhost" {
@@ -938,11 +959,11 @@ async fn post_callback(
             .send_request(request)
             .await
             .map_err(|e| e.to_string())?;
-        Ok(response.status().as_u16())
+        Ok::<_, String>(response.status().as_u16())
     };
     match tokio::time::timeout(shared.config.callback_timeout, attempt).await {
-        Ok(outcome) => outcome,
-        Err(_) => Err("timed out".into()),
+        Ok(outcome) => outcome.map_err(failed),
+        Err(_) => Err(failed("timed out".into())),
     }
 }
 
