@@ -44,7 +44,11 @@ struct Native {
 impl Native {
     fn new(emulator: &Emulator) -> Self {
         Self {
-            client: reqwest::Client::new(),
+            // Like the host's client for the component: no proxy variables read.
+            client: reqwest::Client::builder()
+                .no_proxy()
+                .build()
+                .expect("a client with default settings builds"),
             base: emulator.base_url().into(),
             key: emulator.api_key().into(),
         }
@@ -72,30 +76,37 @@ fn config(emulator: &Emulator, pooling: bool, cache: Option<&std::path::Path>) -
     config
 }
 
-/// Polls one run `calls` times through the component and through the native client,
-/// alternating call by call so both meet the same conditions, after a warm-up that leaves
+/// Polls one run `calls` times through each runtime and through the native client, taking
+/// turns call by call so that all meet the same conditions, after a warm-up that leaves
 /// connection set-up and lazy initialisation out of the figures.
 async fn alternate(
-    runtime: &Runtime,
+    runtimes: &[&Runtime],
     native: &Native,
     id: &str,
     calls: usize,
-) -> anyhow::Result<(Series, Series)> {
+) -> anyhow::Result<(Vec<Series>, Series)> {
     for _ in 0..50 {
-        runtime.poll_run(id).await?;
+        for runtime in runtimes {
+            runtime.poll_run(id).await?;
+        }
         native.poll(id).await?;
     }
-    let mut component = Vec::with_capacity(calls);
+    let mut components = vec![Vec::with_capacity(calls); runtimes.len()];
     let mut baseline = Vec::with_capacity(calls);
     for _ in 0..calls {
-        let started = Instant::now();
-        runtime.poll_run(id).await?;
-        component.push(started.elapsed());
+        for (runtime, samples) in runtimes.iter().zip(&mut components) {
+            let started = Instant::now();
+            runtime.poll_run(id).await?;
+            samples.push(started.elapsed());
+        }
         let started = Instant::now();
         native.poll(id).await?;
         baseline.push(started.elapsed());
     }
-    Ok((Series::of(component), Series::of(baseline)))
+    Ok((
+        components.into_iter().map(Series::of).collect(),
+        Series::of(baseline),
+    ))
 }
 
 /// The same comparison with the caller, both clients and the emulator on one thread (a
@@ -114,7 +125,9 @@ fn alternate_on_one_thread(
                     let emulator = Emulator::start(EmulatorConfig::default()).await?;
                     let component = Runtime::embedded(config(&emulator, true, Some(&cache)))?;
                     let id = emulator.seed_runs(1).remove(0);
-                    alternate(&component, &Native::new(&emulator), &id, calls).await
+                    let (mut components, native) =
+                        alternate(&[&component], &Native::new(&emulator), &id, calls).await?;
+                    Ok((components.remove(0), native))
                 })
             })
             .join()
@@ -128,56 +141,57 @@ pub async fn run(calls: usize) -> anyhow::Result<()> {
     let emulator = Emulator::start(EmulatorConfig::default()).await?;
     let cache = std::env::temp_dir().join(format!("heygen-bench-cache-{}", std::process::id()));
     let pooled = Arc::new(Runtime::embedded(config(&emulator, true, Some(&cache)))?);
+    let mut returning = config(&emulator, true, Some(&cache));
+    returning.keep_resident = 0;
+    let returning = Arc::new(Runtime::embedded(returning)?);
     let unpooled = Runtime::embedded(config(&emulator, false, None))?;
     let native = Arc::new(Native::new(&emulator));
     let id = emulator.seed_runs(1).remove(0);
+    let in_force = if pooled.keeps_pages_resident() {
+        "in force on this machine"
+    } else {
+        "not in force on this machine, which lacks `PAGEMAP_SCAN` or has swap: both settings \
+         below are then the same"
+    };
 
     println!("# Benchmarks\n");
     println!("{}\n", machine());
     println!("Command: `cargo run --release -p host-test -- bench --calls {calls}`\n");
+    println!(
+        "Two settings of the component's runtime are compared throughout: pool slots that keep \
+         the pages their guest wrote and reset them in place (\"pages kept\", the default, \
+         {in_force}), and slots that return every page to the kernel after each call \
+         (\"pages returned\", `keep_resident = 0`).\n"
+    );
 
-    let (component, baseline) = alternate(&pooled, &native, &id, calls).await?;
-    // The same instantiate-and-call path with no network, to split the component's cost.
-    let callback = include_bytes!("../../component/tests/fixtures/callback-succeeded.json");
-    let mut offline = Vec::with_capacity(calls);
-    for _ in 0..calls {
-        let started = Instant::now();
-        pooled
-            .parse_event(callback)
-            .await?
-            .map_err(|e| anyhow::anyhow!("{e:?}"))?;
-        offline.push(started.elapsed());
-    }
-    let offline = Series::of(offline);
+    let (components, baseline) = alternate(&[&pooled, &returning], &native, &id, calls).await?;
     println!("## One poll, end to end ({calls} sequential calls each)\n");
     println!(
         "The caller is the main thread, blocked on tokio's multi-thread runtime, where the \
-         clients' connection tasks and the emulator run.\n"
+         clients' connection tasks and the emulator run. The three clients take turns call by \
+         call.\n"
     );
-    println!("| client | median | p99 |");
-    println!("|---|---|---|");
+    println!("| client | median | p99 | ratio to native, median | p99 |");
+    println!("|---|---|---|---|---|");
+    let labels = [
+        "component (instantiate + `poll-run`), pages kept",
+        "component, pages returned",
+    ];
+    for (label, series) in labels.iter().zip(&components) {
+        println!(
+            "| {label} | {} | {} | {:.2}x | {:.2}x |",
+            us(series.median),
+            us(series.p99),
+            series.median.as_secs_f64() / baseline.median.as_secs_f64(),
+            series.p99.as_secs_f64() / baseline.p99.as_secs_f64()
+        );
+    }
     println!(
-        "| component (instantiate + `poll-run`) | {} | {} |",
-        us(component.median),
-        us(component.p99)
-    );
-    println!(
-        "| native Rust (reqwest, keep-alive) | {} | {} |",
+        "| native Rust (reqwest, keep-alive) | {} | {} | | |\n",
         us(baseline.median),
         us(baseline.p99)
     );
-    println!(
-        "| component, no network (instantiate + `parse-event` of a callback) | {} | {} |",
-        us(offline.median),
-        us(offline.p99)
-    );
-    println!(
-        "| ratio component / native | {:.2}x | {:.2}x |\n",
-        component.median.as_secs_f64() / baseline.median.as_secs_f64(),
-        component.p99.as_secs_f64() / baseline.p99.as_secs_f64()
-    );
 
-    // Each allocator alternates with the others call by call, so they share conditions.
     let (one_component, one_native) = alternate_on_one_thread(calls, cache.clone())?;
     println!("## One poll, everything on one thread ({calls} sequential calls each)\n");
     println!("A tokio current-thread runtime runs the caller, both clients and the emulator.\n");
@@ -199,19 +213,22 @@ pub async fn run(calls: usize) -> anyhow::Result<()> {
         one_component.p99.as_secs_f64() / one_native.p99.as_secs_f64()
     );
 
-    let mut returned = config(&emulator, true, None);
-    returned.keep_resident = 0;
+    // A call that needs no network splits the component's own cost from the network's.
+    let callback = include_bytes!("../../component/tests/fixtures/callback-succeeded.json");
     let allocators = [
-        (
-            "pooling, written pages reset in place (the default)",
-            &*pooled,
-        ),
-        (
-            "pooling, pages returned to the kernel",
-            &Runtime::embedded(returned)?,
-        ),
+        ("pooling, pages kept (the default)", &*pooled),
+        ("pooling, pages returned", &*returning),
         ("on demand", &unpooled),
     ];
+    for _ in 0..50 {
+        for (_, runtime) in &allocators {
+            runtime
+                .parse_event(callback)
+                .await?
+                .map_err(|e| anyhow::anyhow!("{e:?}"))?;
+        }
+    }
+    // Each allocator takes its turn call by call, so all share the same conditions.
     let mut instantiated = vec![Vec::with_capacity(calls); allocators.len()];
     let mut called = vec![Vec::with_capacity(calls); allocators.len()];
     for _ in 0..calls {
@@ -227,10 +244,7 @@ pub async fn run(calls: usize) -> anyhow::Result<()> {
             called[i].push(started.elapsed());
         }
     }
-    println!(
-        "## Instantiation alone, and with a call that needs no network
-"
-    );
+    println!("## Instantiation alone, and with a call that needs no network\n");
     println!(
         "| allocator | instantiate: median | p99 | instantiate + `parse-event`: median | p99 |"
     );
@@ -248,12 +262,6 @@ pub async fn run(calls: usize) -> anyhow::Result<()> {
         );
     }
     println!();
-    if !wasmtime::PoolingAllocationConfig::is_pagemap_scan_available() {
-        println!(
-            "This kernel has no `PAGEMAP_SCAN` ioctl, so the first two rows are the same \
-             setting.\n"
-        );
-    }
 
     let mut compiled = Vec::new();
     let mut cached = Vec::new();
@@ -283,23 +291,27 @@ pub async fn run(calls: usize) -> anyhow::Result<()> {
     );
 
     println!("## Throughput ({calls} polls per row)\n");
-    println!("| concurrent callers | component calls/s | native calls/s | ratio |");
-    println!("|---|---|---|---|");
-    for callers in [1usize, 16, 256] {
-        let component = throughput(callers, calls, {
-            let (runtime, id) = (pooled.clone(), id.clone());
-            move || {
-                let (runtime, id) = (runtime.clone(), id.clone());
-                async move {
-                    runtime
-                        .poll_run(&id)
-                        .await
-                        .map(drop)
-                        .map_err(anyhow::Error::from)
-                }
+    println!(
+        "| concurrent callers | component calls/s, pages kept | pages returned | native calls/s \
+         | native / component (kept) |"
+    );
+    println!("|---|---|---|---|---|");
+    let through_component = |runtime: &Arc<Runtime>, callers| {
+        let (runtime, id) = (runtime.clone(), id.clone());
+        throughput(callers, calls, move || {
+            let (runtime, id) = (runtime.clone(), id.clone());
+            async move {
+                runtime
+                    .poll_run(&id)
+                    .await
+                    .map(drop)
+                    .map_err(anyhow::Error::from)
             }
         })
-        .await?;
+    };
+    for callers in [1usize, 16, 256] {
+        let kept = through_component(&pooled, callers).await?;
+        let returned = through_component(&returning, callers).await?;
         let baseline = throughput(callers, calls, {
             let (native, id) = (native.clone(), id.clone());
             move || {
@@ -309,39 +321,30 @@ pub async fn run(calls: usize) -> anyhow::Result<()> {
         })
         .await?;
         println!(
-            "| {callers} | {component:.0} | {baseline:.0} | {:.2}x |",
-            baseline / component
+            "| {callers} | {kept:.0} | {returned:.0} | {baseline:.0} | {:.2}x |",
+            baseline / kept
         );
     }
     println!();
 
     let ids = Arc::new(emulator.seed_runs(10_000));
-    let before_crowd = resident_bytes();
-    let started = Instant::now();
-    let mut tasks = Vec::new();
-    for caller in 0..1000 {
-        let (runtime, ids) = (pooled.clone(), ids.clone());
-        tasks.push(tokio::spawn(async move {
-            let mut failures = 0;
-            for i in 0..10 {
-                if runtime.poll_run(&ids[caller * 10 + i]).await.is_err() {
-                    failures += 1;
-                }
-            }
-            failures
-        }));
-    }
-    let mut failures = 0;
-    for task in tasks {
-        failures += task.await?;
-    }
-    let after_crowd = resident_bytes();
     println!("## 10,000 runs polled by 1,000 concurrent callers\n");
-    println!(
-        "{} of 10000 polls succeeded ({failures} failed) in {:.2} s.\n",
-        10_000 - failures,
-        started.elapsed().as_secs_f64()
-    );
+    println!("| setting | polls succeeded | time | memory idle pool slots keep afterwards |");
+    println!("|---|---|---|---|");
+    for (label, runtime) in [("pages kept", &pooled), ("pages returned", &returning)] {
+        let started = Instant::now();
+        let failures = crowd(runtime, &ids).await?;
+        let elapsed = started.elapsed();
+        let resident = runtime.pool_resident_bytes().map_or("unknown".into(), |b| {
+            format!("{:.1} MiB", b as f64 / 1024.0 / 1024.0)
+        });
+        println!(
+            "| {label} | {} of 10000 | {:.2} s | {resident} |",
+            10_000 - failures,
+            elapsed.as_secs_f64()
+        );
+    }
+    println!();
 
     let before = resident_bytes();
     let mut live = Vec::new();
@@ -359,13 +362,6 @@ pub async fn run(calls: usize) -> anyhow::Result<()> {
             after.saturating_sub(before) as f64 / 200.0 / 1024.0
         );
     }
-    if let (Some(before), Some(after)) = (before_crowd, after_crowd) {
-        println!(
-            "| resident memory gained over the 1,000-caller run, measured after every call \
-             ended (fiber stacks, pool slots' kept pages, buffers) | {:.1} MiB |",
-            after.saturating_sub(before) as f64 / 1024.0 / 1024.0
-        );
-    }
     println!(
         "| component (`component` profile) | {:.1} KiB |",
         COMPONENT_WASM.len() as f64 / 1024.0
@@ -373,6 +369,28 @@ pub async fn run(calls: usize) -> anyhow::Result<()> {
 
     let _ = std::fs::remove_dir_all(&cache);
     Ok(())
+}
+
+/// Polls 10,000 runs from 1,000 concurrent tasks, ten each; returns how many polls failed.
+async fn crowd(runtime: &Arc<Runtime>, ids: &Arc<Vec<String>>) -> anyhow::Result<usize> {
+    let mut tasks = Vec::new();
+    for caller in 0..1000 {
+        let (runtime, ids) = (runtime.clone(), ids.clone());
+        tasks.push(tokio::spawn(async move {
+            let mut failures = 0;
+            for id in &ids[caller * 10..caller * 10 + 10] {
+                if runtime.poll_run(id).await.is_err() {
+                    failures += 1;
+                }
+            }
+            failures
+        }));
+    }
+    let mut failures = 0;
+    for task in tasks {
+        failures += task.await?;
+    }
+    Ok(failures)
 }
 
 /// Calls per second with `callers` tasks sharing `total` calls.

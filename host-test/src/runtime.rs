@@ -79,13 +79,23 @@ pub struct RuntimeConfig {
     /// Preallocate instance slots (the pooling allocator) so instantiation is a reuse, not
     /// a fresh allocation.
     pub pooling: bool,
-    /// With pooling on a Linux kernel that has the `PAGEMAP_SCAN` ioctl (6.7 and later):
-    /// how many bytes at the bottom of each pooled linear memory stay mapped between calls.
-    /// When a call ends, the pages the guest wrote there are found with the ioctl and set
-    /// back to their initial contents in place, so the next call neither faults them in
-    /// again nor pays for returning them to the kernel; memory above this size is returned
-    /// as usual. The cost is memory: up to this much per pool slot that has been used stays
-    /// resident. `0`, or a kernel without the ioctl, returns every page after each call.
+    /// With pooling, on Linux 6.7 or later (the `PAGEMAP_SCAN` ioctl) and a machine with no
+    /// swap: how many bytes of each pooled linear memory may stay resident between calls.
+    /// When a call ends, wasmtime finds the pages its guest wrote and sets the lowest of them,
+    /// up to this many bytes, back to their initial contents in place; the rest are returned
+    /// to the kernel as usual. The next call in that slot then neither faults those pages in
+    /// again nor pays for returning them. Once kept, a page stays resident while the
+    /// `Runtime` lives, so the cost is memory: up to this much per memory slot used (about
+    /// 1 GiB for 1000 slots at the default, in the worst case; this component's calls write
+    /// far less). `0` returns every page after each call.
+    ///
+    /// Why not with swap: wasmtime 48's in-place reset skips a written page that is not in
+    /// RAM at that moment, without returning it either, so the slot's next guest would start
+    /// with what the previous one left there. With swap, a page of a call waiting on the
+    /// network can be swapped out; without it, the same can happen only to a page that the
+    /// kernel is moving at the instant of the reset (compaction), a window of microseconds.
+    /// Any guest of a `Runtime` already holds its API key, which reads every run; set `0`
+    /// where even that window matters.
     pub keep_resident: usize,
     /// Keep the precompiled component here, so later starts skip compilation.
     pub cache_dir: Option<std::path::PathBuf>,
@@ -190,6 +200,7 @@ pub struct Runtime {
     slots: tokio::sync::Semaphore,
     loaded: crate::cache::Loaded,
     client: Option<reqwest::Client>,
+    keeps_pages: bool,
 }
 
 impl Drop for Runtime {
@@ -218,7 +229,10 @@ impl Runtime {
     pub fn from_bytes(wasm: &[u8], config: RuntimeConfig) -> anyhow::Result<Self> {
         let origin = Arc::new(Origin::parse(&config.base_url)?);
 
-        let engine = Engine::new(&engine_config(&config)).context("configuring the engine")?;
+        let keeps_pages = keeps_pages_resident(&config);
+        tracing::debug!(keeps_pages, "pool slots keep the pages their guests wrote");
+        let engine =
+            Engine::new(&engine_config(&config, keeps_pages)).context("configuring the engine")?;
 
         let (component, loaded) = match &config.cache_dir {
             Some(dir) => crate::cache::load(&engine, wasm, dir)?,
@@ -254,12 +268,26 @@ impl Runtime {
             ticker_stop,
             loaded,
             client,
+            keeps_pages,
         })
     }
 
     /// Whether the component was compiled or came from the cache.
     pub fn loaded(&self) -> crate::cache::Loaded {
         self.loaded
+    }
+
+    /// Whether pool slots keep the pages their guests wrote (`RuntimeConfig::keep_resident`
+    /// asked for it and this machine allows it).
+    pub fn keeps_pages_resident(&self) -> bool {
+        self.keeps_pages
+    }
+
+    /// Bytes that pool slots not in use keep resident (memories and tables), or `None`
+    /// without pooling. Stays near zero unless pages are kept.
+    pub fn pool_resident_bytes(&self) -> Option<usize> {
+        let metrics = self.engine.pooling_allocator_metrics()?;
+        Some(metrics.unused_memory_bytes_resident() + metrics.unused_table_bytes_resident())
     }
 
     /// Instantiates the component and keeps the instance alive until the result is dropped,
@@ -438,7 +466,7 @@ impl Runtime {
 
 /// The engine: epoch interruption for the CPU limit and, unless turned off, the pooling
 /// allocator sized for `max_concurrent_calls` instances capped at `memory_limit` each.
-fn engine_config(config: &RuntimeConfig) -> Config {
+fn engine_config(config: &RuntimeConfig, keeps_pages: bool) -> Config {
     let mut engine = Config::new();
     engine.epoch_interruption(true);
     if config.pooling {
@@ -450,13 +478,11 @@ fn engine_config(config: &RuntimeConfig) -> Config {
             .total_tables(slots.saturating_mul(8))
             .total_stacks(slots)
             .max_memory_size(config.memory_limit);
-        // Without the ioctl, keeping memory resident means zeroing all of it after every
-        // call, which costs more than the page faults it saves.
-        if config.keep_resident > 0
-            && wasmtime::PoolingAllocationConfig::is_pagemap_scan_available()
-        {
+        if keeps_pages {
             pool.linear_memory_keep_resident(config.keep_resident.min(config.memory_limit))
-                .table_keep_resident(config.keep_resident)
+                // One host page (wasmtime rounds up): this component's tables fit in one, and
+                // a table that fits is zeroed whole, without the ioctl's page-skipping scan.
+                .table_keep_resident(1)
                 .pagemap_scan(wasmtime::Enabled::Yes);
         }
         engine.allocation_strategy(wasmtime::InstanceAllocationStrategy::Pooling(pool));
@@ -467,6 +493,27 @@ fn engine_config(config: &RuntimeConfig) -> Config {
         engine.memory_reservation_for_growth(0);
     }
     engine
+}
+
+/// Whether pool slots keep their written pages (see `RuntimeConfig::keep_resident`). Without
+/// the ioctl, keeping pages would mean zeroing all of them after every call, which costs
+/// more than the page faults it saves; with swap, a swapped-out page would escape the reset.
+fn keeps_pages_resident(config: &RuntimeConfig) -> bool {
+    config.pooling
+        && config.keep_resident > 0
+        && wasmtime::PoolingAllocationConfig::is_pagemap_scan_available()
+        && !swap_configured()
+}
+
+/// Whether this machine has swap, from `/proc/meminfo`; unknown counts as yes.
+fn swap_configured() -> bool {
+    let Ok(info) = std::fs::read_to_string("/proc/meminfo") else {
+        return true;
+    };
+    info.lines()
+        .find_map(|line| line.strip_prefix("SwapTotal:"))
+        .and_then(|rest| rest.split_whitespace().next()?.parse::<u64>().ok())
+        .is_none_or(|kib| kib > 0)
 }
 
 fn ticks(limit: Duration) -> u64 {
