@@ -137,6 +137,13 @@ fn check_base_url(url: &str) -> Result<String, RunError> {
     };
     let url = format!("{scheme}{rest}");
     let url = url.as_str();
+    // Before the host and port are read, which a query or fragment would run into.
+    if url.contains(['?', '#']) || url.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        return Err(bad_config(format!(
+            "{BASE_URL_VAR} must be a plain URL without query, fragment or spaces, \
+             e.g. {DEFAULT_BASE_URL}"
+        )));
+    }
     let host = rest.split('/').next().unwrap_or_default();
     if host.is_empty() || host.contains('@') {
         return Err(bad_config(format!(
@@ -150,12 +157,6 @@ fn check_base_url(url: &str) -> Result<String, RunError> {
                 "{BASE_URL_VAR} has the port `{port}`, which is not a port number (1 to 65535)"
             )));
         }
-    }
-    if url.contains(['?', '#']) || url.chars().any(|c| c.is_whitespace() || c.is_control()) {
-        return Err(bad_config(format!(
-            "{BASE_URL_VAR} must be a plain URL without query, fragment or spaces, \
-             e.g. {DEFAULT_BASE_URL}"
-        )));
     }
     let url = url.trim_end_matches('/');
     let path = &rest[host.len()..].trim_end_matches('/');
@@ -246,6 +247,15 @@ mod tests {
             let bad = settings(&[(API_KEY_VAR, "k"), (BASE_URL_VAR, &url)]);
             assert!(
                 matches!(&bad, Err(RunError::PermanentBadConfiguration(m)) if m.contains("port")),
+                "{url}: {bad:?}"
+            );
+        }
+        // A query or fragment after the port is named as what it is, not as a bad port.
+        for extra in ["?x=1", "#top"] {
+            let url = format!("http://127.0.0.1:8080{extra}");
+            let bad = settings(&[(API_KEY_VAR, "k"), (BASE_URL_VAR, &url)]);
+            assert!(
+                matches!(&bad, Err(RunError::PermanentBadConfiguration(m)) if m.contains("query")),
                 "{url}: {bad:?}"
             );
         }
