@@ -23,6 +23,9 @@ pub enum Loaded {
     FromCache,
     /// Compiled because the entry was missing or failed its check, then stored.
     Rebuilt,
+    /// Compiled, but the entry could not be stored (the folder cannot be written, say): a
+    /// warning says why, and the next start compiles again.
+    NotStored,
 }
 
 fn hex(bytes: &[u8]) -> String {
@@ -68,11 +71,14 @@ pub fn load(engine: &Engine, wasm: &[u8], dir: &Path) -> anyhow::Result<(Compone
 
     let component = Component::new(engine, wasm)
         .map_err(|e| anyhow::anyhow!("compiling the component: {e:#}"))?;
-    if let Err(e) = store(&component, &path, &digest_path) {
-        // A cache that cannot be written only costs speed.
-        tracing::warn!(error = %e, dir = %dir.display(), "could not write the component cache");
+    match store(&component, &path, &digest_path) {
+        Ok(()) => Ok((component, Loaded::Rebuilt)),
+        Err(e) => {
+            // A cache that cannot be written only costs speed.
+            tracing::warn!(error = %e, dir = %dir.display(), "could not write the component cache");
+            Ok((component, Loaded::NotStored))
+        }
     }
-    Ok((component, Loaded::Rebuilt))
 }
 
 fn store(component: &Component, path: &Path, digest_path: &Path) -> anyhow::Result<()> {

@@ -169,7 +169,8 @@ enum Command {
     /// Measure the host against a native Rust client, all against the emulator on loopback.
     #[command(after_help = "Example:\n  cargo run --release -p host-test -- bench > bench.md")]
     Bench {
-        /// Calls per latency measurement.
+        /// Calls per latency measurement and per throughput row. Below about 2000 the
+        /// figures get noisy, and the 256-caller row gives each caller only a few calls.
         #[arg(long, default_value_t = 2000)]
         calls: usize,
     },

@@ -54,6 +54,16 @@ pub const COMPONENT_PATH: &str = env!("HEYGEN_COMPONENT_WASM");
 /// How often the engine's epoch advances; the CPU limit is counted in these ticks.
 const EPOCH_TICK: Duration = Duration::from_millis(10);
 
+const MIB: usize = 1024 * 1024;
+/// The guard region after each pooled memory.
+const GUARD_BYTES: usize = 2 * MIB;
+/// The fewest bytes of memory a call may be limited to: the component starts at about 1.1 MiB.
+const MIN_MEMORY: usize = 2 * MIB;
+/// The largest memory a 32-bit wasm guest can address.
+const MAX_MEMORY: usize = 4096 * MIB;
+/// The most calls in flight a `Runtime` accepts.
+const MAX_CALLS: usize = 10_000;
+
 /// What each call may use, and where it may go.
 #[derive(Clone)]
 pub struct RuntimeConfig {
@@ -64,17 +74,25 @@ pub struct RuntimeConfig {
     pub base_url: String,
     /// Further environment variables for the component (the retry settings, for example).
     pub env: Vec<(String, String)>,
-    /// The most one call may take from instantiation to result, network waits included.
+    /// The most one call may take from instantiation to result, network waits included
+    /// (time spent waiting for one of the `max_concurrent_calls` slots is not counted).
     pub call_timeout: Duration,
-    /// The most CPU time the guest may spend computing in one call.
+    /// The most CPU time the guest may spend computing in one call; at least 10 ms.
     pub cpu_limit: Duration,
-    /// The largest linear memory the guest may grow to, in bytes.
+    /// The largest linear memory the guest may grow to, in bytes: from 2 MiB (the
+    /// component's memory starts at about 1.1 MiB) to 4 GiB.
     pub memory_limit: usize,
+    /// How long opening a connection may take. The component's own limit
+    /// (`RUNFLOW_CONNECT_TIMEOUT_MS`, 10 s unless set) applies when it is shorter.
+    pub connect_timeout: Duration,
     /// How long an outgoing request may wait for the first byte of its answer.
     pub first_byte_timeout: Duration,
     /// How long an answer may pause between two bytes.
     pub between_bytes_timeout: Duration,
-    /// The most calls in flight at once; more wait their turn. Also sizes the pool.
+    /// The most calls in flight at once, from 1 to 10,000; more wait their turn. With
+    /// pooling it also sizes the pool, which reserves `memory_limit` plus 2 MiB of address
+    /// space per slot when the `Runtime` is made (about 66 GiB of address space, not memory,
+    /// for the defaults).
     pub max_concurrent_calls: usize,
     /// Preallocate instance slots (the pooling allocator) so instantiation is a reuse, not
     /// a fresh allocation.
@@ -94,8 +112,13 @@ pub struct RuntimeConfig {
     /// with what the previous one left there. With swap, a page of a call waiting on the
     /// network can be swapped out; without it, the same can happen only to a page that the
     /// kernel is moving at the instant of the reset (compaction), a window of microseconds.
-    /// Any guest of a `Runtime` already holds its API key, which reads every run; set `0`
+    /// What such a page could show a guest is less than it already has: every guest of a
+    /// `Runtime` is given its API key, with which it could read every run anyway. Set `0`
     /// where even that window matters.
+    ///
+    /// The machine is looked at once, when the `Runtime` is made (swap turned on later is
+    /// not noticed); `Runtime::keeps_pages_resident` says whether the setting is in force.
+    /// Larger values are capped at `memory_limit`, and the size is counted in whole pages.
     pub keep_resident: usize,
     /// Keep the precompiled component here, so later starts skip compilation.
     pub cache_dir: Option<std::path::PathBuf>,
@@ -115,6 +138,7 @@ impl RuntimeConfig {
             call_timeout: Duration::from_secs(300),
             cpu_limit: Duration::from_secs(2),
             memory_limit: 64 * 1024 * 1024,
+            connect_timeout: Duration::from_secs(30),
             first_byte_timeout: Duration::from_secs(30),
             between_bytes_timeout: Duration::from_secs(30),
             max_concurrent_calls: 1000,
@@ -123,6 +147,54 @@ impl RuntimeConfig {
             cache_dir: None,
             keep_alive: true,
         }
+    }
+
+    /// Refuses settings no call could work with, naming the field and what it accepts.
+    pub fn check(&self) -> anyhow::Result<()> {
+        let field =
+            |name: &str, problem: String| Err(anyhow::anyhow!("RuntimeConfig.{name} {problem}"));
+        if !(MIN_MEMORY..=MAX_MEMORY).contains(&self.memory_limit) {
+            return field(
+                "memory_limit",
+                format!(
+                    "is {} bytes: give from 2 MiB (the component's memory starts at about \
+                     1.1 MiB) to 4 GiB",
+                    self.memory_limit
+                ),
+            );
+        }
+        if !(1..=MAX_CALLS).contains(&self.max_concurrent_calls) {
+            return field(
+                "max_concurrent_calls",
+                format!(
+                    "is {}: give from 1 to {MAX_CALLS} (more callers than that wait their turn)",
+                    self.max_concurrent_calls
+                ),
+            );
+        }
+        if self.cpu_limit < EPOCH_TICK {
+            return field(
+                "cpu_limit",
+                format!(
+                    "is {:?}: give at least 10 ms, the interval at which it is checked",
+                    self.cpu_limit
+                ),
+            );
+        }
+        for (name, value) in [
+            ("call_timeout", self.call_timeout),
+            ("connect_timeout", self.connect_timeout),
+            ("first_byte_timeout", self.first_byte_timeout),
+            ("between_bytes_timeout", self.between_bytes_timeout),
+        ] {
+            if value.is_zero() {
+                return field(
+                    name,
+                    "is zero: no call could finish; give a duration".into(),
+                );
+            }
+        }
+        Ok(())
     }
 
     /// The conventional cache directory: `$XDG_CACHE_HOME/heygen-agent` or
@@ -197,9 +269,9 @@ pub struct Runtime {
     config: RuntimeConfig,
     origin: Arc<Origin>,
     ticker_stop: Arc<AtomicBool>,
-    slots: tokio::sync::Semaphore,
+    slots: Arc<tokio::sync::Semaphore>,
     loaded: crate::cache::Loaded,
-    client: Option<reqwest::Client>,
+    clients: Option<Arc<Clients>>,
     keeps_pages: bool,
 }
 
@@ -227,12 +299,26 @@ impl Runtime {
 
     /// Compiles and links a component given as bytes.
     pub fn from_bytes(wasm: &[u8], config: RuntimeConfig) -> anyhow::Result<Self> {
+        config.check()?;
         let origin = Arc::new(Origin::parse(&config.base_url)?);
 
         let keeps_pages = keeps_pages_resident(&config);
         tracing::debug!(keeps_pages, "pool slots keep the pages their guests wrote");
-        let engine =
-            Engine::new(&engine_config(&config, keeps_pages)).context("configuring the engine")?;
+        let engine = Engine::new(&engine_config(&config, keeps_pages)).with_context(|| {
+            if config.pooling {
+                let per_slot = config.memory_limit as f64 + GUARD_BYTES as f64;
+                format!(
+                    "reserving the instance pool ({} slots of {:.0} MiB of address space, \
+                     {:.1} GiB in all): lower RuntimeConfig.max_concurrent_calls or \
+                     memory_limit, or set pooling to false",
+                    config.max_concurrent_calls,
+                    per_slot / MIB as f64,
+                    per_slot * config.max_concurrent_calls as f64 / (1024.0 * MIB as f64)
+                )
+            } else {
+                "configuring the engine".into()
+            }
+        })?;
 
         let (component, loaded) = match &config.cache_dir {
             Some(dir) => crate::cache::load(&engine, wasm, dir)?,
@@ -254,20 +340,20 @@ impl Runtime {
 
         let ticker_stop = Arc::new(AtomicBool::new(false));
         spawn_epoch_ticker(engine.weak(), ticker_stop.clone());
-        let client = config
+        let clients = config
             .keep_alive
-            .then(|| pooled_client(&config))
+            .then(|| Clients::new(&config).map(Arc::new))
             .transpose()?;
 
         Ok(Self {
             engine,
             pre,
-            slots: tokio::sync::Semaphore::new(config.max_concurrent_calls.max(1)),
+            slots: Arc::new(tokio::sync::Semaphore::new(config.max_concurrent_calls)),
             config,
             origin,
             ticker_stop,
             loaded,
-            client,
+            clients,
             keeps_pages,
         })
     }
@@ -293,6 +379,7 @@ impl Runtime {
     /// Instantiates the component and keeps the instance alive until the result is dropped,
     /// for measuring what a live instance costs.
     pub async fn live_instance(&self) -> Result<LiveInstance, CallError> {
+        let slot = self.slot().await;
         let mut store = self.new_store();
         let instance = self
             .pre
@@ -302,12 +389,14 @@ impl Runtime {
         Ok(LiveInstance {
             _store: store,
             _instance: instance,
+            _slot: slot,
         })
     }
 
     /// Instantiates the component and drops the instance: the fixed cost of every call,
     /// exposed for benchmarks.
     pub async fn instantiate_only(&self) -> Result<(), CallError> {
+        let _slot = self.slot().await;
         let mut store = self.new_store();
         self.pre
             .instantiate_async(&mut store)
@@ -367,12 +456,9 @@ impl Runtime {
 
     async fn call(&self, call: Call<'_>) -> Result<Answer, CallError> {
         let limit = self.config.call_timeout;
+        // Waiting for a free slot is not part of the call: its clock starts once it has one.
+        let _slot = self.slot().await;
         let work = async {
-            let _slot = self
-                .slots
-                .acquire()
-                .await
-                .expect("the semaphore is never closed");
             let mut store = self.new_store();
             let guest = self
                 .pre
@@ -408,6 +494,15 @@ impl Runtime {
         }
     }
 
+    /// One of the `max_concurrent_calls` slots, held until dropped.
+    async fn slot(&self) -> tokio::sync::OwnedSemaphorePermit {
+        self.slots
+            .clone()
+            .acquire_owned()
+            .await
+            .expect("the semaphore is never closed")
+    }
+
     fn new_store(&self) -> Store<HostState> {
         let mut wasi = WasiCtxBuilder::new();
         let mut env = vec![
@@ -430,8 +525,9 @@ impl Runtime {
             http: WasiHttpCtx::new(),
             table: ResourceTable::new(),
             hooks: OriginGuard {
-                client: self.client.clone(),
+                clients: self.clients.clone(),
                 origin: self.origin.clone(),
+                connect_timeout: self.config.connect_timeout,
                 first_byte_timeout: self.config.first_byte_timeout,
                 between_bytes_timeout: self.config.between_bytes_timeout,
             },
@@ -470,7 +566,7 @@ fn engine_config(config: &RuntimeConfig, keeps_pages: bool) -> Config {
     let mut engine = Config::new();
     engine.epoch_interruption(true);
     if config.pooling {
-        let slots = config.max_concurrent_calls.max(1) as u32;
+        let slots = u32::try_from(config.max_concurrent_calls).unwrap_or(MAX_CALLS as u32);
         let mut pool = wasmtime::PoolingAllocationConfig::new();
         pool.total_component_instances(slots)
             .total_core_instances(slots.saturating_mul(8))
@@ -489,7 +585,7 @@ fn engine_config(config: &RuntimeConfig, keeps_pages: bool) -> Config {
         // Reserve only what the memory cap allows, so a thousand slots fit comfortably in
         // the address space.
         engine.memory_reservation(config.memory_limit as u64);
-        engine.memory_guard_size(2 * 1024 * 1024);
+        engine.memory_guard_size(GUARD_BYTES as u64);
         engine.memory_reservation_for_growth(0);
     }
     engine
@@ -551,6 +647,7 @@ fn spawn_epoch_ticker(engine: wasmtime::EngineWeak, stop: Arc<AtomicBool>) {
 pub struct LiveInstance {
     _store: Store<HostState>,
     _instance: bindings::VideoAgent,
+    _slot: tokio::sync::OwnedSemaphorePermit,
 }
 
 /// One exported function and its arguments.
@@ -621,10 +718,32 @@ impl Origin {
         let Some(host) = uri.host() else {
             bail!("the base URL `{url}` has no host");
         };
-        let port = match uri.port() {
-            Some(port) => match port.as_u16() {
-                0 => bail!("the base URL `{url}` has port 0: give a port from 1 to 65535"),
-                port => port,
+        // The component refuses these on every call; refuse them once, here.
+        if uri.query().is_some() || url.contains('#') || url.contains(char::is_whitespace) {
+            bail!(
+                "the base URL `{url}` must be a plain URL without query, fragment or spaces, \
+                 e.g. https://api.runflow.io"
+            );
+        }
+        let authority = uri.authority().map_or("", |a| a.as_str());
+        if authority.contains('@') {
+            bail!("the base URL `{url}` must name a host without user info");
+        }
+        if uri.path().trim_end_matches('/').rsplit('/').next() == Some("v1") {
+            bail!(
+                "the base URL `{url}` ends in the API version path: give the origin only \
+                 (such as https://api.runflow.io); `/v1/...` is added to every request"
+            );
+        }
+        // The port as written: `http::Uri` reads one past 65535 as no port at all.
+        let written_port = authority
+            .rsplit_once(':')
+            .filter(|(_, port)| !port.contains(']'))
+            .map(|(_, port)| port);
+        let port = match written_port {
+            Some(text) => match text.parse::<u16>() {
+                Ok(port) if port > 0 => port,
+                _ => bail!("the base URL `{url}` has the port `{text}`: give one from 1 to 65535"),
             },
             None if scheme == "https" => 443,
             None => 80,
@@ -651,22 +770,61 @@ impl std::fmt::Display for Origin {
     }
 }
 
-/// The shared keep-alive client. It never follows redirects (a redirect could lead past the
-/// allow-list) and ignores proxy variables (requests go only where the guard allowed).
-fn pooled_client(config: &RuntimeConfig) -> anyhow::Result<reqwest::Client> {
-    Ok(reqwest::Client::builder()
-        .redirect(reqwest::redirect::Policy::none())
-        .no_proxy()
-        .connect_timeout(Duration::from_secs(10))
-        .read_timeout(config.between_bytes_timeout)
-        .pool_idle_timeout(Duration::from_secs(30))
-        .build()?)
+/// The keep-alive clients shared by every call. A client fixes its connect and between-bytes
+/// timeouts, so there is one per pair the component asks for: in practice one, as the pair
+/// comes from the component's settings. Past `MAX_CLIENTS` pairs, a request gets a client of
+/// its own, with correct timeouts but no connection reuse.
+struct Clients {
+    by_timeouts: std::sync::Mutex<Vec<((Duration, Duration), reqwest::Client)>>,
 }
 
-/// The outgoing-HTTP policy of one call: the allow-list and the read timeouts.
+const MAX_CLIENTS: usize = 8;
+
+impl Clients {
+    fn new(config: &RuntimeConfig) -> anyhow::Result<Self> {
+        // The pair a component with default settings asks for, built now so that a client
+        // that cannot be built fails the Runtime, not a call.
+        let usual = (
+            config.connect_timeout.min(Duration::from_secs(10)),
+            config.between_bytes_timeout,
+        );
+        let client = Self::build(usual)?;
+        Ok(Self {
+            by_timeouts: std::sync::Mutex::new(vec![(usual, client)]),
+        })
+    }
+
+    /// A client that never follows redirects (a redirect could lead past the allow-list)
+    /// and ignores proxy variables (requests go only where the guard allowed).
+    fn build((connect, between_bytes): (Duration, Duration)) -> reqwest::Result<reqwest::Client> {
+        reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .no_proxy()
+            .connect_timeout(connect)
+            .read_timeout(between_bytes)
+            .pool_idle_timeout(Duration::from_secs(30))
+            .build()
+    }
+
+    fn get(&self, timeouts: (Duration, Duration)) -> Result<reqwest::Client, HttpError> {
+        let mut all = self.by_timeouts.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some((_, client)) = all.iter().find(|(pair, _)| *pair == timeouts) {
+            return Ok(client.clone());
+        }
+        let client = Self::build(timeouts)
+            .map_err(|e| HttpError::InternalError(Some(format!("building a client: {e}"))))?;
+        if all.len() < MAX_CLIENTS {
+            all.push((timeouts, client.clone()));
+        }
+        Ok(client)
+    }
+}
+
+/// The outgoing-HTTP policy of one call: the allow-list and the timeouts.
 struct OriginGuard {
-    client: Option<reqwest::Client>,
+    clients: Option<Arc<Clients>>,
     origin: Arc<Origin>,
+    connect_timeout: Duration,
     first_byte_timeout: Duration,
     between_bytes_timeout: Duration,
 }
@@ -701,6 +859,7 @@ impl WasiHttpHooks for OriginGuard {
 
         // The guest may shorten these, never lengthen them past the host's limits.
         let mut options = options.unwrap_or_default();
+        options.connect_timeout = Some(shorter(options.connect_timeout, self.connect_timeout));
         options.first_byte_timeout =
             Some(shorter(options.first_byte_timeout, self.first_byte_timeout));
         options.between_bytes_timeout = Some(shorter(
@@ -709,11 +868,20 @@ impl WasiHttpHooks for OriginGuard {
         ));
 
         let _ = fut;
-        if let Some(client) = self.client.clone() {
+        if let Some(clients) = &self.clients {
+            let timeouts = (
+                options.connect_timeout.unwrap_or(self.connect_timeout),
+                options
+                    .between_bytes_timeout
+                    .unwrap_or(self.between_bytes_timeout),
+            );
             let first_byte = options
                 .first_byte_timeout
                 .unwrap_or(self.first_byte_timeout);
-            return Box::new(send_pooled(client, request, first_byte));
+            return match clients.get(timeouts) {
+                Ok(client) => Box::new(send_pooled(client, request, first_byte)),
+                Err(e) => Box::new(async { Err(e) }),
+            };
         }
         Box::new(async move {
             use http_body_util::BodyExt;
@@ -826,6 +994,35 @@ fn shorter(guest: Option<Duration>, host: Duration) -> Duration {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn base_urls_every_call_would_refuse_are_refused_at_once() {
+        for (url, named) in [
+            ("http://127.0.0.1:8080?x=1", "query"),
+            ("http://127.0.0.1:8080/#top", "fragment"),
+            ("http://user:pw@127.0.0.1:8080", "user info"),
+            ("http://127.0.0.1:99999", "`99999`"),
+            ("http://127.0.0.1:0", "`0`"),
+            ("https://gw.example.com/runflow/v1/", "version path"),
+            ("ftp://127.0.0.1", "http or https"),
+        ] {
+            let refused = Origin::parse(url).map(|o| o.to_string());
+            assert!(
+                matches!(&refused, Err(e) if e.to_string().contains(named)),
+                "{url}: {refused:?}"
+            );
+        }
+        for (url, origin) in [
+            ("https://api.runflow.io/", "https://api.runflow.io:443"),
+            ("http://[::1]:8080", "http://[::1]:8080"),
+            (
+                "https://gw.example.com/v1/proxy",
+                "https://gw.example.com:443",
+            ),
+        ] {
+            assert_eq!(Origin::parse(url).unwrap().to_string(), origin);
+        }
+    }
 
     #[test]
     fn origins_match_on_scheme_host_and_port() {

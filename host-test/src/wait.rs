@@ -93,7 +93,16 @@ impl Runtime {
         let mut cancel = std::pin::pin!(cancel);
         let mut last: Option<Run> = None;
         loop {
-            match self.poll_run(run_id).await {
+            // A poll in flight is abandoned (its instance dropped) when the wait is cancelled
+            // or its deadline passes: a poll changes nothing at Runflow.
+            let polled = tokio::select! {
+                polled = self.poll_run(run_id) => polled,
+                _ = &mut cancel => return Err(WaitError::Cancelled { last }),
+                _ = tokio::time::sleep_until(deadline) => {
+                    return Err(WaitError::DeadlinePassed { last });
+                }
+            };
+            match polled {
                 Ok(run) => {
                     if last.as_ref().map(|l| &l.status) != Some(&run.status) {
                         progress(&run);

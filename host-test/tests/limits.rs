@@ -194,6 +194,13 @@ async fn the_compiled_component_is_cached_checked_and_rebuilt_when_corrupt() -> 
     );
     let event = after_corruption.parse_event(br#"{"run_id": "r"}"#).await?;
     assert!(event.is_ok());
+
+    // A cache folder that is really a file: the component still loads, uncached.
+    let file = dir.path().join("a-file");
+    std::fs::write(&file, b"not a folder")?;
+    let unwritable = offline(|c| c.cache_dir = Some(file.clone()));
+    assert_eq!(unwritable.loaded(), Loaded::NotStored);
+    assert!(unwritable.parse_event(br#"{"run_id": "r"}"#).await?.is_ok());
     Ok(())
 }
 
@@ -273,4 +280,160 @@ async fn waiting_stops_at_the_deadline_or_on_cancel_and_keeps_the_run() -> anyho
         "{cancelled:?}"
     );
     Ok(())
+}
+
+/// A slow answer does not hold a wait past its cancellation or its deadline.
+#[tokio::test]
+async fn waiting_stops_on_cancel_or_deadline_even_while_a_poll_is_in_flight() -> anyhow::Result<()>
+{
+    let (emulator, runtime) = setup().await;
+    let run = runtime.create_run(&prompt("x"), &no_options()).await?;
+    emulator.script("GET", "/v1/runs/", Fault::Delay(Duration::from_secs(20)));
+    emulator.script("GET", "/v1/runs/", Fault::Delay(Duration::from_secs(20)));
+    let schedule = PollSchedule::fixed(Duration::from_millis(10));
+    let started = std::time::Instant::now();
+
+    let cancelled = runtime
+        .wait(
+            &run.id,
+            tokio::time::Instant::now() + Duration::from_secs(60),
+            schedule.clone(),
+            tokio::time::sleep(Duration::from_millis(100)),
+            |_| {},
+        )
+        .await;
+    let timed_out = runtime
+        .wait(
+            &run.id,
+            tokio::time::Instant::now() + Duration::from_millis(200),
+            schedule,
+            std::future::pending(),
+            |_| {},
+        )
+        .await;
+
+    assert!(
+        matches!(cancelled, Err(WaitError::Cancelled { last: None })),
+        "{cancelled:?}"
+    );
+    assert!(
+        matches!(timed_out, Err(WaitError::DeadlinePassed { last: None })),
+        "{timed_out:?}"
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "{:?}",
+        started.elapsed()
+    );
+    Ok(())
+}
+
+/// The component's connect timeout holds through the shared keep-alive client. The server
+/// here never accepts and its accept queue is full, so a connection is never completed; the
+/// call gives up at the component's 300 ms, not at a limit of the host's own.
+#[tokio::test]
+async fn the_components_connect_timeout_holds_with_the_shared_client() -> anyhow::Result<()> {
+    let socket = tokio::net::TcpSocket::new_v4()?;
+    socket.bind("127.0.0.1:0".parse()?)?;
+    let listener = socket.listen(1)?;
+    let addr = listener.local_addr()?;
+    let mut queued = Vec::new();
+    for _ in 0..8 {
+        let connect = tokio::net::TcpStream::connect(addr);
+        if let Ok(Ok(stream)) = tokio::time::timeout(Duration::from_millis(200), connect).await {
+            queued.push(stream);
+        }
+    }
+    let runtime = Runtime::embedded({
+        let mut config = RuntimeConfig::new("key", format!("http://{addr}"));
+        config.env = vec![
+            ("RUNFLOW_CONNECT_TIMEOUT_MS".into(), "300".into()),
+            ("RUNFLOW_RETRY_MAX_ATTEMPTS".into(), "1".into()),
+        ];
+        config
+    })?;
+
+    let started = std::time::Instant::now();
+    let answer = runtime
+        .poll_run("01936f0e-7a3c-7c2e-9d41-000000000000")
+        .await;
+    let took = started.elapsed();
+
+    assert!(matches!(answer, Err(CallError::Run(_))), "{answer:?}");
+    assert!(
+        took < Duration::from_secs(5),
+        "gave up after {took:?}, not 300 ms"
+    );
+    drop((listener, queued));
+    Ok(())
+}
+
+/// Callers beyond `max_concurrent_calls` wait for a slot without that wait counting against
+/// their call timeout, and a live instance holds a slot like a call does.
+#[tokio::test]
+async fn waiting_for_a_slot_is_not_part_of_the_call_and_live_instances_hold_one(
+) -> anyhow::Result<()> {
+    let emulator = host_test::emulator::Emulator::start(Default::default()).await?;
+    let runtime = Arc::new(runtime_with(&emulator, |c| {
+        c.max_concurrent_calls = 1;
+        c.call_timeout = Duration::from_secs(1);
+    }));
+    let id = emulator.seed_runs(1).remove(0);
+    for _ in 0..5 {
+        emulator.script("GET", "/v1/runs/", Fault::Delay(Duration::from_millis(400)));
+    }
+
+    let callers: Vec<_> = (0..5)
+        .map(|_| {
+            let (runtime, id) = (runtime.clone(), id.clone());
+            tokio::spawn(async move { runtime.poll_run(&id).await })
+        })
+        .collect();
+    let mut answers = Vec::new();
+    for caller in callers {
+        answers.push(caller.await?);
+    }
+    let held = runtime.live_instance().await?;
+    let queued = {
+        let (runtime, id) = (runtime.clone(), id.clone());
+        tokio::spawn(async move { runtime.poll_run(&id).await })
+    };
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let waited = !queued.is_finished();
+    drop(held);
+    let after = queued.await?;
+
+    assert!(answers.iter().all(Result::is_ok), "{answers:?}");
+    assert!(
+        waited,
+        "a call ran while a live instance held the only slot"
+    );
+    assert!(after.is_ok(), "{after:?}");
+    Ok(())
+}
+
+/// Settings no call could work with are refused when the Runtime is made, by field name.
+#[test]
+fn impossible_settings_are_refused_by_name() {
+    type Adjust = fn(&mut RuntimeConfig);
+    let cases: [(&str, Adjust); 6] = [
+        ("memory_limit", |c| c.memory_limit = 0),
+        ("memory_limit", |c| c.memory_limit = usize::MAX),
+        ("max_concurrent_calls", |c| c.max_concurrent_calls = 0),
+        ("max_concurrent_calls", |c| {
+            c.max_concurrent_calls = usize::MAX
+        }),
+        ("cpu_limit", |c| c.cpu_limit = Duration::ZERO),
+        ("call_timeout", |c| c.call_timeout = Duration::ZERO),
+    ];
+    for (field, adjust) in cases {
+        let mut config = RuntimeConfig::new("key", "https://api.runflow.io");
+        adjust(&mut config);
+        let error = Runtime::embedded(config)
+            .err()
+            .unwrap_or_else(|| panic!("{field}: accepted"));
+        let text = format!("{error:#}");
+        assert!(text.contains(&format!("RuntimeConfig.{field}")), "{text}");
+        assert!(text.contains("give"), "{field}: no remedy in {text}");
+    }
 }
