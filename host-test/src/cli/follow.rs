@@ -107,22 +107,25 @@ impl<'a> Session<'a> {
             created = self.runtime.create_run(request, options) => created,
             () = self.interrupt.pressed() => {
                 self.line.clear();
-                let client_ref = options.client_ref.clone().unwrap_or_default();
-                return Err(Failure::new(
-                    exit::INTERRUPTED,
-                    "interrupted",
-                    "stopped while the run was being created: it may or may not exist",
-                )
-                .with("client_ref", client_ref.as_str())
-                .hint(format!(
-                    "run the command again with --client-ref {client_ref}: that finds the run \
-                     if it was made, instead of paying for a second one"
-                )));
+                return Err(may_exist(
+                    Failure::new(
+                        exit::INTERRUPTED,
+                        "interrupted",
+                        "stopped while the run was being created: it may or may not exist",
+                    ),
+                    options,
+                ));
             }
         };
         let run = created.map_err(|e| {
             self.line.clear();
-            Failure::call(&e)
+            match e {
+                // The host stopped the call, perhaps after the request went out.
+                CallError::TimedOut(_) | CallError::Trapped(_) => {
+                    may_exist(Failure::call(&e), options)
+                }
+                CallError::Run(_) => Failure::call(&e),
+            }
         })?;
         self.line.created(&run.id, status_name(&run.status));
         Ok(run)
@@ -363,5 +366,43 @@ impl<'a> Session<'a> {
                 dir.display()
             )
         })
+    }
+}
+
+/// A failure after which the run may or may not exist: it carries the client reference, and
+/// the hint says how to find the run instead of paying for a second one.
+fn may_exist(failure: Failure, options: &RunOptions) -> Failure {
+    let client_ref = options.client_ref.clone().unwrap_or_default();
+    failure
+        .with("client_ref", client_ref.as_str())
+        .hint(format!(
+            "run the command again with --client-ref {client_ref}: that finds the run if it \
+             was made, instead of paying for a second one"
+        ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_create_the_host_stopped_says_how_to_find_the_run() {
+        let options = RunOptions {
+            callback_url: None,
+            metadata: None,
+            client_ref: Some("ref-1".into()),
+        };
+
+        let failure = may_exist(
+            Failure::call(&CallError::TimedOut(Duration::from_secs(300))),
+            &options,
+        );
+
+        assert_eq!(failure.error["client_ref"], "ref-1");
+        assert!(failure
+            .hint
+            .as_deref()
+            .unwrap_or_default()
+            .contains("--client-ref ref-1"));
     }
 }
