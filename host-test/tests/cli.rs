@@ -172,6 +172,25 @@ fn run_with_the_emulator_ends_succeeded_with_a_video_url() {
         url.starts_with("http://127.0.0.1:") && url.contains("video.mp4"),
         "{url}"
     );
+
+    // In text, the links come with the warning that they end with the command.
+    let plain = heygen_agent(
+        &[
+            "run",
+            "--emulator",
+            "--poll-interval",
+            "0.05",
+            "A short tour",
+        ],
+        &[],
+    );
+    assert!(plain.status.success(), "stderr: {}", text(&plain.stderr));
+    assert!(text(&plain.stdout).contains("video.mp4"));
+    assert!(
+        text(&plain.stderr).contains("only until this command ends; add --download DIR"),
+        "{}",
+        text(&plain.stderr)
+    );
 }
 
 #[test]

@@ -260,6 +260,12 @@ impl<'a> Session<'a> {
         };
         let Some(dir) = dir else {
             self.print_ended(&run);
+            if self.local && !run.outputs.is_empty() {
+                self.out.note(
+                    "note: the built-in emulator serves these links only until this command \
+                     ends; add --download DIR to keep the files",
+                );
+            }
             return Ok(code);
         };
         if !run.terminal {
