@@ -135,6 +135,36 @@ fn alternate_on_one_thread(
     })
 }
 
+/// A table of poll latencies, each component row with its ratio to the native client.
+fn print_polls(components: &[(&str, &Series)], native: &Series) {
+    println!("| client | median | p99 | ratio to native, median | p99 |");
+    println!("|---|---|---|---|---|");
+    for (label, series) in components {
+        println!(
+            "| {label} | {} | {} | {:.2}x | {:.2}x |",
+            us(series.median),
+            us(series.p99),
+            series.median.as_secs_f64() / native.median.as_secs_f64(),
+            series.p99.as_secs_f64() / native.p99.as_secs_f64()
+        );
+    }
+    println!(
+        "| native Rust (reqwest, keep-alive) | {} | {} | | |\n",
+        us(native.median),
+        us(native.p99)
+    );
+}
+
+/// One `parse-event` of a finished run's callback: a call that needs no network.
+async fn parse_callback(runtime: &Runtime) -> anyhow::Result<()> {
+    let callback = include_bytes!("../../component/tests/fixtures/callback-succeeded.json");
+    runtime
+        .parse_event(callback)
+        .await?
+        .map(drop)
+        .map_err(|e| anyhow::anyhow!("{e:?}"))
+}
+
 /// Runs every benchmark and prints the report to stdout.
 pub async fn run(calls: usize) -> anyhow::Result<()> {
     let calls = calls.max(10);
@@ -171,50 +201,26 @@ pub async fn run(calls: usize) -> anyhow::Result<()> {
          clients' connection tasks and the emulator run. The three clients take turns call by \
          call.\n"
     );
-    println!("| client | median | p99 | ratio to native, median | p99 |");
-    println!("|---|---|---|---|---|");
-    let labels = [
-        "component (instantiate + `poll-run`), pages kept",
-        "component, pages returned",
-    ];
-    for (label, series) in labels.iter().zip(&components) {
-        println!(
-            "| {label} | {} | {} | {:.2}x | {:.2}x |",
-            us(series.median),
-            us(series.p99),
-            series.median.as_secs_f64() / baseline.median.as_secs_f64(),
-            series.p99.as_secs_f64() / baseline.p99.as_secs_f64()
-        );
-    }
-    println!(
-        "| native Rust (reqwest, keep-alive) | {} | {} | | |\n",
-        us(baseline.median),
-        us(baseline.p99)
+    print_polls(
+        &[
+            (
+                "component (instantiate + `poll-run`), pages kept",
+                &components[0],
+            ),
+            ("component, pages returned", &components[1]),
+        ],
+        &baseline,
     );
 
     let (one_component, one_native) = alternate_on_one_thread(calls, cache.clone())?;
     println!("## One poll, everything on one thread ({calls} sequential calls each)\n");
     println!("A tokio current-thread runtime runs the caller, both clients and the emulator.\n");
-    println!("| client | median | p99 |");
-    println!("|---|---|---|");
-    println!(
-        "| component (instantiate + `poll-run`) | {} | {} |",
-        us(one_component.median),
-        us(one_component.p99)
-    );
-    println!(
-        "| native Rust (reqwest, keep-alive) | {} | {} |",
-        us(one_native.median),
-        us(one_native.p99)
-    );
-    println!(
-        "| ratio component / native | {:.2}x | {:.2}x |\n",
-        one_component.median.as_secs_f64() / one_native.median.as_secs_f64(),
-        one_component.p99.as_secs_f64() / one_native.p99.as_secs_f64()
+    print_polls(
+        &[("component (instantiate + `poll-run`)", &one_component)],
+        &one_native,
     );
 
     // A call that needs no network splits the component's own cost from the network's.
-    let callback = include_bytes!("../../component/tests/fixtures/callback-succeeded.json");
     let allocators = [
         ("pooling, pages kept (the default)", &*pooled),
         ("pooling, pages returned", &*returning),
@@ -222,10 +228,7 @@ pub async fn run(calls: usize) -> anyhow::Result<()> {
     ];
     for _ in 0..50 {
         for (_, runtime) in &allocators {
-            runtime
-                .parse_event(callback)
-                .await?
-                .map_err(|e| anyhow::anyhow!("{e:?}"))?;
+            parse_callback(runtime).await?;
         }
     }
     // Each allocator takes its turn call by call, so all share the same conditions.
@@ -237,10 +240,7 @@ pub async fn run(calls: usize) -> anyhow::Result<()> {
             runtime.instantiate_only().await?;
             instantiated[i].push(started.elapsed());
             let started = Instant::now();
-            runtime
-                .parse_event(callback)
-                .await?
-                .map_err(|e| anyhow::anyhow!("{e:?}"))?;
+            parse_callback(runtime).await?;
             called[i].push(started.elapsed());
         }
     }

@@ -905,7 +905,7 @@ async fn post_callback(
     body: &[u8],
     corrupt: bool,
 ) -> Result<u16, DeliveryFailure> {
-    let failed = |why: String| DeliveryFailure::Failed(why);
+    let failed = DeliveryFailure::Failed;
     let uri: hyper::Uri = url
         .parse()
         .map_err(|e| failed(format!("bad callback URL: {e}")))?;

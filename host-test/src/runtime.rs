@@ -137,13 +137,13 @@ impl RuntimeConfig {
             env: Vec::new(),
             call_timeout: Duration::from_secs(300),
             cpu_limit: Duration::from_secs(2),
-            memory_limit: 64 * 1024 * 1024,
+            memory_limit: 64 * MIB,
             connect_timeout: Duration::from_secs(30),
             first_byte_timeout: Duration::from_secs(30),
             between_bytes_timeout: Duration::from_secs(30),
             max_concurrent_calls: 1000,
             pooling: true,
-            keep_resident: 1024 * 1024,
+            keep_resident: MIB,
             cache_dir: None,
             keep_alive: true,
         }
@@ -859,26 +859,16 @@ impl WasiHttpHooks for OriginGuard {
 
         // The guest may shorten these, never lengthen them past the host's limits.
         let mut options = options.unwrap_or_default();
-        options.connect_timeout = Some(shorter(options.connect_timeout, self.connect_timeout));
-        options.first_byte_timeout =
-            Some(shorter(options.first_byte_timeout, self.first_byte_timeout));
-        options.between_bytes_timeout = Some(shorter(
-            options.between_bytes_timeout,
-            self.between_bytes_timeout,
-        ));
+        let connect = shorter(options.connect_timeout, self.connect_timeout);
+        let first_byte = shorter(options.first_byte_timeout, self.first_byte_timeout);
+        let between_bytes = shorter(options.between_bytes_timeout, self.between_bytes_timeout);
+        options.connect_timeout = Some(connect);
+        options.first_byte_timeout = Some(first_byte);
+        options.between_bytes_timeout = Some(between_bytes);
 
         let _ = fut;
         if let Some(clients) = &self.clients {
-            let timeouts = (
-                options.connect_timeout.unwrap_or(self.connect_timeout),
-                options
-                    .between_bytes_timeout
-                    .unwrap_or(self.between_bytes_timeout),
-            );
-            let first_byte = options
-                .first_byte_timeout
-                .unwrap_or(self.first_byte_timeout);
-            return match clients.get(timeouts) {
+            return match clients.get((connect, between_bytes)) {
                 Ok(client) => Box::new(send_pooled(client, request, first_byte)),
                 Err(e) => Box::new(async { Err(e) }),
             };

@@ -49,7 +49,12 @@ fn async_command(emulator: &Emulator, args: &[&str]) -> tokio::process::Command 
             ("RUNFLOW_API_KEY", emulator.api_key()),
         ],
     ));
-    command.stdin(Stdio::null()).kill_on_drop(true);
+    // Both streams are captured, for `output()` and for a spawned child alike.
+    command
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true);
     command
 }
 
@@ -358,8 +363,6 @@ async fn the_prompt_comes_from_a_file_or_from_stdin() {
     let emulator = self::emulator().await;
     let mut child = async_command(&emulator, &["create"])
         .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
         .spawn()
         .unwrap();
     let mut stdin = child.stdin.take().unwrap();
@@ -641,8 +644,6 @@ async fn ctrl_c_with_json_prints_the_run_id() {
         &emulator,
         &["run", "--json", "--client-ref", "ctrl-c-1", "A long video"],
     )
-    .stdout(Stdio::piped())
-    .stderr(Stdio::piped())
     .spawn()
     .unwrap();
 
@@ -1112,8 +1113,6 @@ async fn ctrl_c_during_a_slow_create_prints_the_client_ref_to_find_it_again() {
         &emulator,
         &["create", "--json", "--client-ref", "order-77", "A tour"],
     )
-    .stdout(Stdio::piped())
-    .stderr(Stdio::piped())
     .spawn()
     .unwrap();
     eventually("a create request", Duration::from_secs(20), || {

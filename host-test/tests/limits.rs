@@ -9,7 +9,7 @@ use std::time::Duration;
 use common::{no_options, prompt, runtime_with, setup};
 use host_test::cache::Loaded;
 use host_test::emulator::Fault;
-use host_test::runtime::{CallError, RunError, Runtime, RuntimeConfig};
+use host_test::runtime::{CallError, Run, RunError, Runtime, RuntimeConfig};
 use host_test::wait::{PollSchedule, WaitError};
 
 fn offline(adjust: impl FnOnce(&mut RuntimeConfig)) -> Runtime {
@@ -243,6 +243,34 @@ async fn many_tasks_share_one_runtime_and_wait_for_their_runs() -> anyhow::Resul
     Ok(())
 }
 
+/// Waits for a run twice, polling every 10 ms: once until a deadline 200 ms away, then once
+/// until a cancellation 100 ms away (with a deadline a minute off).
+async fn wait_briefly(
+    runtime: &Runtime,
+    run_id: &str,
+) -> (Result<Run, WaitError>, Result<Run, WaitError>) {
+    let every_10ms = PollSchedule::fixed(Duration::from_millis(10));
+    let timed_out = runtime
+        .wait(
+            run_id,
+            tokio::time::Instant::now() + Duration::from_millis(200),
+            every_10ms.clone(),
+            std::future::pending(),
+            |_| {},
+        )
+        .await;
+    let cancelled = runtime
+        .wait(
+            run_id,
+            tokio::time::Instant::now() + Duration::from_secs(60),
+            every_10ms,
+            tokio::time::sleep(Duration::from_millis(100)),
+            |_| {},
+        )
+        .await;
+    (timed_out, cancelled)
+}
+
 #[tokio::test]
 async fn waiting_stops_at_the_deadline_or_on_cancel_and_keeps_the_run() -> anyhow::Result<()> {
     let (emulator, runtime) = setup().await;
@@ -250,26 +278,8 @@ async fn waiting_stops_at_the_deadline_or_on_cancel_and_keeps_the_run() -> anyho
         "paused".into(),
     )));
     let run = runtime.create_run(&prompt("x"), &no_options()).await?;
-    let fast = PollSchedule::fixed(Duration::from_millis(10));
 
-    let timed_out = runtime
-        .wait(
-            &run.id,
-            tokio::time::Instant::now() + Duration::from_millis(200),
-            fast.clone(),
-            std::future::pending(),
-            |_| {},
-        )
-        .await;
-    let cancelled = runtime
-        .wait(
-            &run.id,
-            tokio::time::Instant::now() + Duration::from_secs(60),
-            fast,
-            tokio::time::sleep(Duration::from_millis(100)),
-            |_| {},
-        )
-        .await;
+    let (timed_out, cancelled) = wait_briefly(&runtime, &run.id).await;
 
     assert!(
         matches!(&timed_out, Err(WaitError::DeadlinePassed { last: Some(r) }) if r.id == run.id),
@@ -290,27 +300,9 @@ async fn waiting_stops_on_cancel_or_deadline_even_while_a_poll_is_in_flight() ->
     let run = runtime.create_run(&prompt("x"), &no_options()).await?;
     emulator.script("GET", "/v1/runs/", Fault::Delay(Duration::from_secs(20)));
     emulator.script("GET", "/v1/runs/", Fault::Delay(Duration::from_secs(20)));
-    let schedule = PollSchedule::fixed(Duration::from_millis(10));
     let started = std::time::Instant::now();
 
-    let cancelled = runtime
-        .wait(
-            &run.id,
-            tokio::time::Instant::now() + Duration::from_secs(60),
-            schedule.clone(),
-            tokio::time::sleep(Duration::from_millis(100)),
-            |_| {},
-        )
-        .await;
-    let timed_out = runtime
-        .wait(
-            &run.id,
-            tokio::time::Instant::now() + Duration::from_millis(200),
-            schedule,
-            std::future::pending(),
-            |_| {},
-        )
-        .await;
+    let (timed_out, cancelled) = wait_briefly(&runtime, &run.id).await;
 
     assert!(
         matches!(cancelled, Err(WaitError::Cancelled { last: None })),
